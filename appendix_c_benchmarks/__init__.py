@@ -1,0 +1,1 @@
+"""appendix_c_benchmarks: companion code; see README.md in this folder."""

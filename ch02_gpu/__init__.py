@@ -1,0 +1,1 @@
+"""ch02_gpu: companion code; see README.md in this folder."""

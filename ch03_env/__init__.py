@@ -1,0 +1,1 @@
+"""ch03_env: companion code; see README.md in this folder."""

@@ -1,0 +1,1 @@
+"""ch04_kvcache: companion code; see README.md in this folder."""

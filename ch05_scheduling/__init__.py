@@ -1,0 +1,1 @@
+"""ch05_scheduling: companion code; see README.md in this folder."""

@@ -1,0 +1,1 @@
+"""ch06_quantization: companion code; see README.md in this folder."""

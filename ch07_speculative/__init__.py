@@ -1,0 +1,1 @@
+"""ch07_speculative: companion code; see README.md in this folder."""

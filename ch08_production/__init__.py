@@ -1,0 +1,1 @@
+"""ch08_production: companion code; see README.md in this folder."""

