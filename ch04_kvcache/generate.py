@@ -1,0 +1,199 @@
+"""The single-sequence generation loop every later chapter reuses (book 4.1, 4.2).
+
+``generate(model, prompt_ids, max_new_tokens, cache=...)`` runs a prefill over the prompt, then one decode
+step per new token, with one of four caches:
+
+* ``"none"``: no cache, every step re-runs the whole prefix (the baseline of 4.2);
+* ``"contiguous"``: ``ContiguousKVCache`` preallocated to prompt + max_new_tokens (4.3.1);
+* ``"paged"``: ``PagedKVCache`` + ``forward_batch`` with one sequence, blocks handed out as it grows (4.3.2);
+* ``"int8"``: ``Int8KVCache``, INT8 K/V with per-token, per-head scales (4.4.4).
+
+Greedy decoding (temperature 0) gives identical tokens with every cache; ``tests/ch04`` proves it.
+
+    python -m ch04_kvcache.generate --cache paged --prompt "Name three primary colors."
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ch04_kvcache.kv_cache import ContiguousKVCache
+from ch04_kvcache.model import LlamaModel
+from ch04_kvcache.paged_attention import AttentionMetadata
+from ch04_kvcache.paged_cache import PagedKVCache
+from common.device import synchronize
+
+CACHE_KINDS = ("none", "contiguous", "paged", "int8")
+CONFIG_EOS = -1  # eos_token_id default: stop at the model config's EOS token(s); None never stops early
+
+
+@dataclass
+class GenerationTimings:
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    decode_steps: int = 0
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        return self.decode_steps / self.decode_s if self.decode_s > 0 else float("nan")
+
+
+@dataclass
+class GenerationResult:
+    token_ids: list[int]  # the new tokens only (prompt excluded)
+    prompt_len: int
+    finish_reason: str  # "length" | "stop"
+    timings: GenerationTimings = field(default_factory=GenerationTimings)
+    cache_nbytes: int = 0  # bytes the cache reserved (0 without a cache)
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
+                generator: torch.Generator | None = None) -> int:
+    """One token id from logits (V,): argmax at temperature 0, else top-k / top-p (nucleus) sampling."""
+    if temperature <= 0:
+        return int(torch.argmax(logits))
+    logits = logits.float() / temperature
+    if top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = sorted_logits.softmax(-1)
+        drop = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix whose mass reaches top_p
+        logits = logits.scatter(0, order, sorted_logits.masked_fill(drop, float("-inf")))
+    probs = logits.softmax(-1)
+    return int(torch.multinomial(probs.to(torch.float32).cpu(), 1, generator=generator))
+
+
+class _PagedSingle:
+    """One sequence in a paged cache: blocks are taken from the pool as the sequence grows."""
+
+    def __init__(self, model: LlamaModel, max_tokens: int, block_size: int) -> None:
+        num_blocks = -(-max_tokens // block_size)
+        self.cache = PagedKVCache(model.config, num_blocks, block_size, model.device, model.dtype)
+        self.block_size = block_size
+        # Hand out blocks from the end of the pool so the table is visibly not the identity mapping.
+        self.free = list(range(num_blocks))
+        self.table: list[int] = []
+        self.length = 0
+
+    def step(self, model: LlamaModel, ids: list[int]) -> torch.Tensor:
+        start, end = self.length, self.length + len(ids)
+        while len(self.table) * self.block_size < end:
+            self.table.append(self.free.pop())
+        slots = [self.table[p // self.block_size] * self.block_size + p % self.block_size for p in range(start, end)]
+        dev = model.device
+        meta = AttentionMetadata([len(ids)], [end], [self.table], torch.tensor(slots, device=dev))
+        logits = model.forward_batch(torch.tensor(ids, device=dev), torch.arange(start, end, device=dev),
+                                     self.cache, meta)
+        self.length = end
+        return logits[-1]
+
+
+def _make_contiguous(model: LlamaModel, kind: str, max_len: int):
+    if kind == "int8":
+        from ch04_kvcache.int8_kv import Int8KVCache
+
+        return Int8KVCache(model.config, 1, max_len, model.device, model.dtype)
+    return ContiguousKVCache(model.config, 1, max_len, model.device, model.dtype)
+
+
+@torch.inference_mode()
+def generate(model: LlamaModel, prompt_ids: Sequence[int], max_new_tokens: int, cache: str = "contiguous",
+             temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
+             eos_token_id: int | Sequence[int] | None = CONFIG_EOS, block_size: int = 16) -> GenerationResult:
+    """Generate up to ``max_new_tokens`` after ``prompt_ids`` with the chosen cache (see module doc)."""
+    if cache not in CACHE_KINDS:
+        raise ValueError(f"unknown cache {cache!r}; choose one of {', '.join(CACHE_KINDS)}")
+    if not prompt_ids:
+        raise ValueError("the prompt needs at least one token")
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be at least 1")
+    if eos_token_id == CONFIG_EOS:
+        stop = set(model.config.eos_token_ids)
+    elif eos_token_id is None:
+        stop = set()
+    else:
+        stop = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
+    gen = None
+    if seed is not None:
+        gen = torch.Generator().manual_seed(seed)
+    dev = model.device
+    ids = list(prompt_ids)
+    total = len(ids) + max_new_tokens
+    kv = None
+    paged = None
+    if cache in ("contiguous", "int8"):
+        kv = _make_contiguous(model, cache, total)
+    elif cache == "paged":
+        paged = _PagedSingle(model, total, block_size)
+
+    def run(new_ids: list[int]) -> torch.Tensor:
+        if cache == "none":
+            return model(torch.tensor([ids], device=dev))[0, -1]
+        if paged is not None:
+            return paged.step(model, new_ids)
+        return model(torch.tensor([new_ids], device=dev), cache=kv)[0, -1]
+
+    timings = GenerationTimings()
+    out: list[int] = []
+    finish = "length"
+    t0 = time.perf_counter()
+    logits = run(ids)
+    nxt = sample_next(logits, temperature, top_p, top_k, gen)
+    synchronize(dev)
+    timings.prefill_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    while True:
+        out.append(nxt)
+        ids.append(nxt)
+        if nxt in stop:
+            finish = "stop"
+            break
+        if len(out) >= max_new_tokens:
+            break
+        logits = run([nxt])
+        nxt = sample_next(logits, temperature, top_p, top_k, gen)
+        timings.decode_steps += 1
+    synchronize(dev)
+    timings.decode_s = time.perf_counter() - t0
+    nbytes = kv.nbytes if kv is not None else paged.cache.nbytes if paged is not None else 0
+    return GenerationResult(out, len(prompt_ids), finish, timings, nbytes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from common.chat import FRANCE_PROMPT, chat_ids
+    from common.cli import add_common_args, friendly_errors, make_parser, positive_int, seed_everything
+    from common.device import pick_device, pick_dtype
+    from common.loader import load_tokenizer
+
+    parser = make_parser("python -m ch04_kvcache.generate", __doc__)
+    add_common_args(parser)
+    parser.add_argument("--prompt", default=FRANCE_PROMPT, help="user message (chat template applied)")
+    parser.add_argument("--cache", default="contiguous", choices=CACHE_KINDS, help="KV cache kind")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=64, help="tokens to generate")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
+    parser.add_argument("--top-k", type=int, default=0, help="0 = off")
+    args = parser.parse_args(argv)
+    with friendly_errors():
+        seed_everything(args.seed)
+        device = pick_device(args.device)
+        model = LlamaModel.from_pretrained(args.model, device, pick_dtype(args.dtype, device), args.load_format)
+        tok = load_tokenizer(args.model)
+        res = generate(model, chat_ids(tok, args.prompt), 8 if args.smoke else args.max_new_tokens,
+                       cache=args.cache, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                       seed=args.seed)
+        print(tok.decode(res.token_ids, skip_special_tokens=True))
+        t = res.timings
+        print(f"[{args.cache}] prompt {res.prompt_len} tokens, {len(res.token_ids)} new ({res.finish_reason}); "
+              f"prefill {t.prefill_s * 1e3:.1f} ms, decode {t.decode_tokens_per_s:.1f} tok/s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
