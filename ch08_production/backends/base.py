@@ -1,0 +1,140 @@
+"""The one interface every serving backend implements (book 8.1, 8.9): messages and a Protocol.
+
+The server never knows what generates the tokens. It turns an HTTP request into a
+:class:`GenerationRequest`, iterates the backend's :meth:`Backend.stream` for :class:`StreamChunk`
+messages, and reads :class:`BackendStats` for ``/metrics`` and admission control. Closing the stream
+(``aclose()``, or cancelling the task that iterates it) must abort the request and free whatever it
+held (KV blocks in the engine backend): that is how a client disconnect becomes an abort.
+
+Backends: ``engine`` (ch05's continuous-batching engine, the default when it is installed),
+``transformers`` (a real model, one sequence at a time) and ``vllm`` (a proxy to a vLLM server).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+FINISH_REASONS = ("stop", "length", "abort", "content_filter")
+
+
+class BackendError(RuntimeError):
+    """The backend failed while serving a request (not the request's fault): a 5xx for the client."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend is not ready (starting, failed, or shutting down): a 503 for the client."""
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """How to pick tokens. ``temperature == 0`` means greedy; ``top_k == 0`` means no top-k cut."""
+
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ValueError("temperature must be within 0..2")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError("top_p must be within (0, 1]")
+        if self.top_k < 0:
+            raise ValueError("top_k must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """One validated request as the backend sees it: token ids already counted against the context."""
+
+    request_id: str
+    prompt_token_ids: tuple[int, ...]
+    params: SamplingParams
+    prompt_text: str | None = None
+    traceparent: str | None = None  # W3C trace context, propagated to remote backends
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """New output since the previous chunk. The last chunk of a stream carries ``finish_reason``."""
+
+    token_ids: tuple[int, ...]
+    text: str
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStats:
+    """A snapshot for ``/metrics`` and admission control. Block counts are 0 where not applicable."""
+
+    num_running: int = 0
+    num_waiting: int = 0
+    kv_cache_usage: float = 0.0  # 0..1, as vllm:kv_cache_usage_perc
+    num_used_blocks: int = 0
+    num_total_blocks: int = 0
+    num_preemptions: int = 0  # cumulative
+    healthy: bool = True
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the server needs from a token generator."""
+
+    name: str  # "engine" | "transformers" | "vllm" | ...
+    model_name: str  # the id clients send as "model"
+    max_model_len: int  # prompt + output tokens must fit
+    tokenizer: Any  # a Hugging Face tokenizer: the server tokenizes, counts and applies chat templates
+
+    async def start(self) -> None:
+        """Load weights / connect. Raise on failure."""
+
+    async def stop(self) -> None:
+        """Release everything. Called once, after in-flight requests drained."""
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
+        """Generate; closing the iterator early aborts the request and frees its resources."""
+
+    def stats(self) -> BackendStats:
+        """Current load, cache usage and health (cheap; called on every scrape and admission)."""
+
+    async def restart(self) -> None:
+        """Try to recover after a failure (reload / reconnect). Raise if it cannot."""
+
+
+def token_text(tokenizer: Any, ids: Sequence[int]) -> str:
+    return tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+class IncrementalDetokenizer:
+    """Text deltas from a growing list of token ids, never emitting half a UTF-8 character.
+
+    Decoding token by token is wrong for byte-level BPE (a character can span tokens, and spaces
+    depend on neighbours), so we decode a short window and emit only the new, complete suffix.
+    """
+
+    def __init__(self, tokenizer: Any, prompt_ids: Sequence[int] = ()) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.emitted = ""
+
+    def push(self, new_ids: Sequence[int]) -> str:
+        self.ids.extend(new_ids)
+        text = token_text(self.tokenizer, self.ids)
+        if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for the next token
+            return ""
+        delta = text[len(self.emitted):] if text.startswith(self.emitted) else ""
+        self.emitted = text if text.startswith(self.emitted) else self.emitted
+        return delta
+
+    def flush(self) -> str:
+        text = token_text(self.tokenizer, self.ids)
+        delta = text[len(self.emitted):] if text.startswith(self.emitted) else ""
+        self.emitted = text
+        return delta

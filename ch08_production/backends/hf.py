@@ -1,0 +1,211 @@
+"""The ``transformers`` backend: a real model, one sequence at a time, off the event loop (book 8.1).
+
+It is the simplest correct backend and the baseline the engine backend is measured against: requests
+queue (``num_waiting``) and run one by one on a dedicated worker thread, token by token with the
+model's own KV cache, so the event loop stays free to accept connections and stream bytes. Each token
+is handed to the request's ``asyncio.Queue`` with ``call_soon_threadsafe``; closing the stream sets an
+abort flag the worker checks every step.
+
+Run it behind the server: ``python -m ch08_production.server --backend transformers``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import threading
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ch08_production.backends.base import (
+    BackendError,
+    BackendStats,
+    BackendUnavailable,
+    GenerationRequest,
+    IncrementalDetokenizer,
+    SamplingParams,
+    StreamChunk,
+)
+
+
+def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
+    """Pick one token from ``logits`` [V]: greedy at temperature 0, else temperature/top-k/top-p."""
+    if params.temperature == 0.0:
+        return int(torch.argmax(logits))
+    logits = logits.float() / params.temperature
+    if params.top_k > 0:
+        kth = torch.topk(logits, min(params.top_k, logits.numel())).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if params.top_p < 1.0:
+        sorted_p, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_p, 0) - sorted_p < params.top_p  # always keeps the top token
+        probs = torch.zeros_like(probs).scatter_(0, order[keep], sorted_p[keep])
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+@dataclass
+class _Job:
+    request: GenerationRequest
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue
+    abort: threading.Event = field(default_factory=threading.Event)
+
+
+def _out_cache(out: Any) -> Any:
+    # transformers >= 5.2x names it ``cache``; older releases ``past_key_values``.
+    return out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    for src in (getattr(model, "generation_config", None), model.config, tokenizer):
+        eos = getattr(src, "eos_token_id", None)
+        if isinstance(eos, int):
+            ids.add(eos)
+        elif isinstance(eos, (list, tuple)):
+            ids.update(int(e) for e in eos)
+    return ids
+
+
+class TransformersBackend:
+    """``transformers`` causal LM served one request at a time on a worker thread."""
+
+    name = "transformers"
+
+    def __init__(self, model_path: str, model_name: str | None = None, max_model_len: int | None = None,
+                 dtype: torch.dtype = torch.float32, load_format: str = "auto") -> None:
+        self.model_path = model_path
+        self.model_name = model_name or model_path
+        self._max_len_override = max_model_len
+        self.max_model_len = max_model_len or 2048
+        self.dtype = dtype
+        self.load_format = load_format
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._waiting = 0
+        self._running = 0
+        self._healthy = False
+        self._eos: set[int] = set()
+        self._lock = threading.Lock()
+        self._cache_kw = "past_key_values"
+
+    async def start(self) -> None:
+        from common.loader import load_hf_model, load_tokenizer
+
+        def load() -> None:
+            self.tokenizer = load_tokenizer(self.model_path)
+            self.model = load_hf_model(self.model_path, dtype=self.dtype, load_format=self.load_format)
+
+        await asyncio.to_thread(load)
+        ctx = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+        self.max_model_len = min(self._max_len_override or ctx, ctx)
+        self._eos = _eos_ids(self.model, self.tokenizer)
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-backend")
+        self._healthy = True
+
+    async def stop(self) -> None:
+        self._healthy = False
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    def stats(self) -> BackendStats:
+        return BackendStats(num_running=self._running, num_waiting=self._waiting, healthy=self._healthy)
+
+    def _run(self, job: _Job) -> None:
+        """Worker thread: the whole generation of one request."""
+
+        def put(item: Any) -> None:
+            job.loop.call_soon_threadsafe(job.queue.put_nowait, item)
+
+        with self._lock:
+            self._waiting -= 1
+            self._running += 1
+        try:
+            if job.abort.is_set():
+                return
+            p = job.request.params
+            gen = torch.Generator().manual_seed(p.seed) if p.seed is not None else None
+            with torch.inference_mode():
+                ids = torch.tensor([job.request.prompt_token_ids], dtype=torch.long)  # [1, T]
+                out = self.model(input_ids=ids, use_cache=True)
+                past = _out_cache(out)
+                for i in range(p.max_tokens):
+                    tok = sample_next(out.logits[0, -1], p, gen)  # logits [1, T, V] -> [V]
+                    last = i == p.max_tokens - 1
+                    finish = "stop" if tok in self._eos else ("length" if last else None)
+                    put((tok, finish))
+                    if finish or job.abort.is_set():
+                        return
+                    out = self.model(input_ids=torch.tensor([[tok]]), use_cache=True, **{self._cache_kw: past})
+                    past = _out_cache(out)
+        except Exception as exc:  # noqa: BLE001 - reported to the request, and the backend marked failed
+            self._healthy = False
+            put(BackendError(f"transformers backend failed: {type(exc).__name__}: {exc}"))
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
+        if not self._healthy or self._pool is None:
+            raise BackendUnavailable("the transformers backend is not ready")
+        job = _Job(request, asyncio.get_running_loop(), asyncio.Queue())
+        with self._lock:
+            self._waiting += 1
+        future = self._pool.submit(self._run, job)
+        detok = IncrementalDetokenizer(self.tokenizer)
+        try:
+            while True:
+                item = await job.queue.get()
+                if isinstance(item, Exception):
+                    raise item
+                tok, finish = item
+                text = detok.push([] if finish == "stop" else [tok])
+                if finish:
+                    text += detok.flush()
+                yield StreamChunk((tok,), text, finish)
+                if finish:
+                    return
+        finally:
+            job.abort.set()  # client gone or done: the worker stops at its next step
+            if future.cancel():  # never started: undo its place in the queue
+                with self._lock:
+                    self._waiting -= 1
+            else:
+                with contextlib.suppress(Exception):
+                    await asyncio.wrap_future(future)
+
+
+def _smoke() -> None:  # pragma: no cover - manual check: python -m ch08_production.backends.hf
+    async def go() -> None:
+        b = TransformersBackend("smollm2-135m", "smollm2-135m")
+        await b.start()
+        from common.chat import FRANCE_PROMPT, chat_ids
+
+        req = GenerationRequest("r1", tuple(chat_ids(b.tokenizer, FRANCE_PROMPT)),
+                                SamplingParams(max_tokens=12, temperature=0.0))
+        t0 = time.perf_counter()
+        async for c in b.stream(req):
+            print(repr(c.text), c.finish_reason)
+        print(f"{time.perf_counter() - t0:.2f} s")
+        await b.stop()
+
+    asyncio.run(go())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _smoke()

@@ -1,0 +1,140 @@
+"""One request through a backend: stop strings, output filter, deadline, timings (book 8.4.1, 8.9).
+
+:func:`run_generation` wraps a backend's token stream and yields text events. It is the single place
+where a request ends, whatever the reason, and it always closes the backend stream in ``finally``: a
+client disconnect (the task is cancelled), a timeout, a stop string and a content-filter hit all
+abort the backend request and free its KV blocks the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from ch08_production.backends.base import Backend, BackendError, BackendUnavailable, GenerationRequest
+from ch08_production.protocol import APIError
+from ch08_production.security import ContentFilter
+
+
+@dataclass
+class RequestRecord:
+    """What happened to one request: filled in as it runs, read by metrics and the access log."""
+
+    request_id: str
+    prompt_tokens: int
+    t_start: float = field(default_factory=time.perf_counter)
+    t_first: float | None = None
+    t_last: float | None = None
+    itls: list[float] = field(default_factory=list)  # one per output token after the first
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    text: str = ""
+
+    def tokens_arrived(self, n: int) -> None:
+        now = time.perf_counter()
+        if n <= 0:
+            return
+        if self.t_first is None:
+            self.t_first = now
+            n_gaps = n - 1
+        else:
+            n_gaps = n
+        if n_gaps > 0 and self.t_last is not None:
+            self.itls.extend([(now - self.t_last) / n_gaps] * n_gaps)
+        self.t_last = now
+        self.completion_tokens += n
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.t_first is None else self.t_first - self.t_start
+
+    @property
+    def e2e_s(self) -> float:
+        return (self.t_last or time.perf_counter()) - self.t_start
+
+
+@dataclass(frozen=True, slots=True)
+class TextEvent:
+    text: str
+    finish_reason: str | None = None
+
+
+class _StopMatcher:
+    """Holds back just enough text to catch a stop string split across chunks."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = stops
+        self.hold = max((len(s) for s in stops), default=1) - 1
+        self.pending = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """(text safe to emit, stopped?)."""
+        self.pending += text
+        if not self.stops:
+            out, self.pending = self.pending, ""
+            return out, False
+        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            out, self.pending = self.pending[:min(hits)], ""
+            return out, True
+        cut = max(0, len(self.pending) - self.hold)
+        out, self.pending = self.pending[:cut], self.pending[cut:]
+        return out, False
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+async def run_generation(backend: Backend, request: GenerationRequest, record: RequestRecord, *,
+                         timeout_s: float, output_filter: ContentFilter | None = None,
+                         on_failure: Callable[[Backend, BaseException], None] | None = None,
+                         ) -> AsyncIterator[TextEvent]:
+    """Yield text events until the request finishes; raise :class:`APIError` for failures."""
+    deadline = time.perf_counter() + timeout_s
+    stops = _StopMatcher(request.params.stop)
+    stream = backend.stream(request)
+    try:
+        while True:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                raise APIError(504, f"the request did not finish within {timeout_s:g} s; lower max_tokens or "
+                                    "retry later", "timeout_error", code="timeout")
+            try:
+                chunk = await asyncio.wait_for(stream.__anext__(), remaining)
+            except StopAsyncIteration:
+                raise BackendError("the backend ended the stream without a finish reason") from None
+            except asyncio.TimeoutError:
+                continue  # the deadline check above raises
+            record.tokens_arrived(len(chunk.token_ids))
+            text, stopped = stops.feed(chunk.text)
+            finish = "stop" if stopped else chunk.finish_reason
+            if finish and not stopped:
+                text += stops.flush()
+            if output_filter is not None and text and not output_filter.check(record.text + text).allowed:
+                record.finish_reason = "content_filter"
+                yield TextEvent("", "content_filter")
+                return
+            record.text += text
+            if finish:
+                record.finish_reason = finish
+                yield TextEvent(text, finish)
+                return
+            if text:
+                yield TextEvent(text)
+    except APIError:
+        raise
+    except BackendUnavailable as exc:
+        raise APIError(503, f"the model backend is not available ({exc}); retry shortly",
+                       "service_unavailable_error", code="backend_unavailable") from exc
+    except Exception as exc:  # noqa: BLE001 - a backend failure must never leak a traceback to the client
+        if on_failure is not None:
+            on_failure(backend, exc)
+        raise APIError(500, "the model backend failed while generating this request; it is being "
+                            "restarted, retry shortly", "server_error", code="backend_error") from exc
+    finally:
+        with contextlib.suppress(Exception):
+            await stream.aclose()  # abort in the backend: frees the request's KV blocks

@@ -1,0 +1,195 @@
+"""OpenAI wire format: request models that validate every field, response builders, error bodies (8.1).
+
+Validation is strict on purpose (book 8.1.2, 8.9.1): a wrong type, an unknown field or a value out of
+range is rejected here with a 400 and a sentence naming the field, so nothing malformed reaches the
+engine. Limits that depend on the model (context length) are checked in the server after tokenizing.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_STOP = 4
+MAX_STOP_LEN = 256
+MAX_PROMPT_CHARS = 200_000
+
+# ------------------------------------------------------------------------------------------- errors
+
+
+class APIError(Exception):
+    """An error the client should see: HTTP status + OpenAI error body + optional headers."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.type, self.param, self.code)
+
+
+def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+# ------------------------------------------------------------------------------------------- requests
+
+Prob = Annotated[float, Field(ge=0.0, le=1.0)]
+Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class _Common(_Strict):
+    model: str = Field(min_length=1, max_length=256)
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    top_k: Annotated[int, Field(ge=-1, le=100_000)] | None = None  # vLLM extension; -1/0 = off
+    n: Annotated[int, Field(ge=1, le=1)] = 1
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None
+    presence_penalty: Penalty = 0.0
+    frequency_penalty: Penalty = 0.0
+    user: Annotated[str, Field(max_length=256)] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v: str | list[str] | None) -> str | list[str] | None:
+        items = [v] if isinstance(v, str) else (v or [])
+        if len(items) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop sequences are allowed")
+        if any(not s or len(s) > MAX_STOP_LEN for s in items):
+            raise ValueError(f"each stop sequence must have 1..{MAX_STOP_LEN} characters")
+        return v
+
+    @model_validator(mode="after")
+    def _unsupported(self) -> _Common:
+        if self.presence_penalty or self.frequency_penalty:
+            raise ValueError("presence_penalty and frequency_penalty are not supported by this server; "
+                             "send 0 or leave them out")
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed when stream is true")
+        return self
+
+    def stop_list(self) -> tuple[str, ...]:
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+
+
+class CompletionRequest(_Common):
+    """POST /v1/completions. ``prompt``: a string, a list of token ids, or a one-element list of either."""
+
+    prompt: (Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+             | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
+             | Annotated[list[Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]], Field(min_length=1,
+                                                                                         max_length=1)])
+    max_tokens: Annotated[int, Field(ge=1)] | None = 16
+    echo: Literal[False] = False
+    logprobs: None = None
+    suffix: None = None
+    best_of: Annotated[int, Field(ge=1, le=1)] | None = None
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "user", "assistant"]
+    content: Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+    name: Annotated[str, Field(max_length=64)] | None = None
+
+
+class ChatCompletionRequest(_Common):
+    """POST /v1/chat/completions. Text messages only (no tools, images or logprobs)."""
+
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=256)]
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    logprobs: Literal[False] | None = None
+
+    @model_validator(mode="after")
+    def _one_max(self) -> ChatCompletionRequest:
+        if self.max_tokens is not None and self.max_completion_tokens is not None:
+            raise ValueError("send max_tokens or max_completion_tokens, not both")
+        return self
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+
+def format_validation_error(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """One actionable sentence and the offending parameter, from pydantic's error list."""
+    if not errors:
+        return "the request body is invalid", None
+    # unions report one error per branch: prefer the most specific (deepest) location
+    err = max(errors, key=lambda e: len([p for p in e.get("loc", ()) if p != "body"]))
+    loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+    loc = [p for p in loc if not p.startswith(("function-", "constrained-", "list[", "str", "int"))] or loc
+    param = ".".join(loc) if loc else None
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    kind = err.get("type", "")
+    if kind == "missing":
+        return f"'{param}' is required", param
+    if kind == "extra_forbidden":
+        return f"unknown field '{param}'; check the spelling or remove it", param
+    if kind == "json_invalid":
+        return f"the request body is not valid JSON ({err.get('ctx', {}).get('error', msg)})", None
+    if "input" in err and kind not in ("value_error",) and not isinstance(err["input"], (dict, list)):
+        return f"invalid '{param}': {msg} (got {err['input']!r})"[:500], param
+    return f"invalid '{param}': {msg}"[:500] if param else msg, param
+
+
+# ------------------------------------------------------------------------------------------- responses
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def completion_body(rid: str, model: str, text: str, finish: str | None, p_tok: int, c_tok: int,
+                    created: int | None = None) -> dict[str, Any]:
+    return {"id": rid, "object": "text_completion", "created": created or int(time.time()), "model": model,
+            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
+            "usage": usage(p_tok, c_tok)}
+
+
+def completion_chunk(rid: str, model: str, text: str, finish: str | None, created: int) -> dict[str, Any]:
+    return {"id": rid, "object": "text_completion", "created": created, "model": model,
+            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
+
+
+def chat_body(rid: str, model: str, text: str, finish: str | None, p_tok: int, c_tok: int,
+              created: int | None = None) -> dict[str, Any]:
+    return {"id": rid, "object": "chat.completion", "created": created or int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "logprobs": None, "finish_reason": finish}],
+            "usage": usage(p_tok, c_tok)}
+
+
+def chat_chunk(rid: str, model: str, delta: dict[str, str], finish: str | None, created: int) -> dict[str, Any]:
+    return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+
+def usage_chunk(rid: str, model: str, obj: str, created: int, p_tok: int, c_tok: int) -> dict[str, Any]:
+    return {"id": rid, "object": obj, "created": created, "model": model, "choices": [],
+            "usage": usage(p_tok, c_tok)}
+
+
+def models_body(model: str, max_model_len: int, created: int) -> dict[str, Any]:
+    return {"object": "list", "data": [{"id": model, "object": "model", "created": created,
+                                        "owned_by": "llm-inference-companion", "max_model_len": max_model_len}]}
+
+
+def openai_finish(reason: str | None) -> str | None:
+    """Our finish reasons as OpenAI names them ('abort' never reaches a client that is still there)."""
+    return {"abort": "stop"}.get(reason or "", reason)
