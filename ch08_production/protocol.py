@@ -100,6 +100,19 @@ class CompletionRequest(_Common):
     suffix: None = None
     best_of: Annotated[int, Field(ge=1, le=1)] | None = None
 
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_shape(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            if len(v) > 1 and all(isinstance(x, str) for x in v):
+                raise ValueError("send one prompt per request (a list of several prompts is not supported)")
+            if any(isinstance(x, int) and not isinstance(x, bool) and x < 0 for x in v):
+                raise ValueError("token ids must be >= 0")
+            if v and not all(isinstance(x, int) and not isinstance(x, bool) for x in v) and not (
+                    len(v) == 1 and isinstance(v[0], str)):
+                raise ValueError("must be a string, a list of token ids, or a list holding one string")
+        return v
+
 
 class ChatMessage(_Strict):
     role: Literal["system", "user", "assistant"]
