@@ -123,7 +123,8 @@ async def handle(state: ServerState, request: Request, body: P.CompletionRequest
         state.metrics.fallback.labels(admission.fallback_reason).inc()
     temperature = 1.0 if body.temperature is None else body.temperature
     params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=body.top_p or 1.0,
-                            top_k=max(body.top_k or 0, 0), seed=body.seed, stop=body.stop_list())
+                            top_k=max(body.top_k or 0, 0), seed=body.seed, stop=body.stop_list(),
+                            ignore_eos=body.ignore_eos)
     rid = new_request_id("chatcmpl" if chat else "cmpl")
     trace = request.state.trace
     gen = GenerationRequest(rid, tuple(ids), params, prompt_text, trace.header())

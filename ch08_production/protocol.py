@@ -63,6 +63,7 @@ class _Common(_Strict):
     presence_penalty: Penalty = 0.0
     frequency_penalty: Penalty = 0.0
     user: Annotated[str, Field(max_length=256)] | None = None
+    ignore_eos: bool = False  # vLLM extension used by serving benchmarks: generate exactly max_tokens
 
     @field_validator("stop")
     @classmethod

@@ -147,7 +147,7 @@ class TransformersBackend:
                 for i in range(p.max_tokens):
                     tok = sample_next(out.logits[0, -1], p, gen)  # logits [1, T, V] -> [V]
                     last = i == p.max_tokens - 1
-                    finish = "stop" if tok in self._eos else ("length" if last else None)
+                    finish = "stop" if tok in self._eos and not p.ignore_eos else ("length" if last else None)
                     put((tok, finish))
                     if finish or job.abort.is_set():
                         return
