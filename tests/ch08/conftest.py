@@ -116,8 +116,8 @@ class FakeBackend:
                     await asyncio.sleep(self.delay_s)
                 tok = words[i % len(words)]
                 last = i == request.params.max_tokens - 1
+                done = last  # the consumer may close the stream right after the final chunk
                 yield StreamChunk((tok,), detok.push([tok]), "length" if last else None)
-            done = True
         finally:
             self.active.discard(request.request_id)
             if not done:
