@@ -36,6 +36,7 @@ class GenerationTimings:
     prefill_s: float = 0.0
     decode_s: float = 0.0
     decode_steps: int = 0
+    step_s: list[float] = field(default_factory=list)  # wall time of each decode step (sampling included)
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -134,10 +135,10 @@ def generate(model: LlamaModel, prompt_ids: Sequence[int], max_new_tokens: int, 
 
     def run(new_ids: list[int]) -> torch.Tensor:
         if cache == "none":
-            return model(torch.tensor([ids], device=dev))[0, -1]
+            return model(torch.tensor([ids], device=dev), logits_to_keep=1)[0, -1]
         if paged is not None:
             return paged.step(model, new_ids)
-        return model(torch.tensor([new_ids], device=dev), cache=kv)[0, -1]
+        return model(torch.tensor([new_ids], device=dev), cache=kv, logits_to_keep=1)[0, -1]
 
     timings = GenerationTimings()
     out: list[int] = []
@@ -156,8 +157,10 @@ def generate(model: LlamaModel, prompt_ids: Sequence[int], max_new_tokens: int, 
             break
         if len(out) >= max_new_tokens:
             break
+        ts = time.perf_counter()
         logits = run([nxt])
         nxt = sample_next(logits, temperature, top_p, top_k, gen)
+        timings.step_s.append(time.perf_counter() - ts)
         timings.decode_steps += 1
     synchronize(dev)
     timings.decode_s = time.perf_counter() - t0

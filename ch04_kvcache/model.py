@@ -155,8 +155,12 @@ class LlamaModel(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
 
     # ------------------------------------------------------------------ contiguous / no cache
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None, cache=None) -> torch.Tensor:
-        """input_ids (B, T) -> logits (B, T, V). ``cache``: None, ContiguousKVCache or Int8KVCache."""
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None, cache=None,
+                logits_to_keep: int = 0) -> torch.Tensor:
+        """input_ids (B, T) -> logits (B, T, V). ``cache``: None, ContiguousKVCache or Int8KVCache.
+
+        ``logits_to_keep=k > 0`` projects only the last k positions (generation needs just the last one).
+        """
         b, t = input_ids.shape
         step = None
         if cache is None:
@@ -172,6 +176,8 @@ class LlamaModel(nn.Module):
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         if cache is not None:
             cache.advance(step)
+        if logits_to_keep > 0:
+            x = x[:, -logits_to_keep:]
         return self.lm_head(self.norm(x))
 
     @staticmethod
