@@ -34,6 +34,7 @@ E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 4
 COST_BUCKETS = (1e-7, 1e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 0.1)
 
 LABELS = ("model_name", "engine")
+REJECT_REASONS = ("auth", "rate_limit", "overloaded", "invalid", "content_filter", "too_large")
 
 # The stable list (README 8.4 repeats it for the dashboard authors).
 METRIC_NAMES = (
@@ -123,6 +124,10 @@ class ServerMetrics:
                              registry=r)
         self.fallback = Counter("llmic:fallback_requests", "Requests served by the fallback backend.",
                                 ("reason",), registry=r)
+        for reason in REJECT_REASONS:  # series exist from the first scrape, so rate() and alerts work at once
+            self.rejected.labels(reason)
+        for reason in ("unhealthy", "saturated"):
+            self.fallback.labels(reason)
         self.cost_rate.set(dollars_per_hour)
         self.cost = CostMeter(dollars_per_hour)
         self._started = time.monotonic()
