@@ -24,6 +24,11 @@ class ServerConfig:
     max_model_len: int | None = None  # default: the model's context
     default_max_tokens: int = 256  # chat requests that send no max_tokens
     vllm_url: str = "http://127.0.0.1:8001"
+    # engine backend knobs (ch05; the 8.5 tuning walk-through turns these)
+    max_num_seqs: int = 32
+    max_num_batched_tokens: int = 512
+    kv_cache_mib: int = 512
+    enable_prefix_caching: bool = False
     # security (8.8)
     api_key_file: str | None = None
     requests_per_minute: float = 0.0  # per key; 0 = unlimited
@@ -55,7 +60,8 @@ class ServerConfig:
             raise ValueError(f"on_failure must be one of {', '.join(FAILURE_POLICIES)}")
         if self.fallback_policy not in FALLBACK_POLICIES:
             raise ValueError(f"fallback policy must be one of {', '.join(FALLBACK_POLICIES)}")
-        for name in ("max_pending", "default_max_tokens", "retry_after_s", "max_body_bytes"):
+        for name in ("max_pending", "default_max_tokens", "retry_after_s", "max_body_bytes", "max_num_seqs",
+                     "max_num_batched_tokens", "kv_cache_mib"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("requests_per_minute", "tokens_per_minute", "cost_per_hour", "max_restarts"):
@@ -69,3 +75,7 @@ class ServerConfig:
     @property
     def model_name(self) -> str:
         return self.served_model_name or self.model
+
+    def engine_kwargs(self) -> dict[str, object]:
+        return {"max_num_seqs": self.max_num_seqs, "max_num_batched_tokens": self.max_num_batched_tokens,
+                "kv_cache_mib": self.kv_cache_mib, "enable_prefix_caching": self.enable_prefix_caching}

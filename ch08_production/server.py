@@ -34,6 +34,10 @@ _HELP = {
     "max_model_len": "context length to enforce (default: the model's)",
     "default_max_tokens": "max_tokens for chat requests that send none",
     "vllm_url": "base URL of the vLLM server for --backend vllm",
+    "max_num_seqs": "engine: most sequences batched per step",
+    "max_num_batched_tokens": "engine: token budget per step (chunked prefill)",
+    "kv_cache_mib": "engine: KV-cache size in MiB",
+    "enable_prefix_caching": "engine: share KV blocks of common prompt prefixes",
     "api_key_file": "mounted secret with one API key per line (also $LLMIC_API_KEYS, comma-separated)",
     "requests_per_minute": "per-key request limit (token bucket); 0 = off",
     "tokens_per_minute": "per-key token limit, prompt + max_tokens; 0 = off",
@@ -99,8 +103,10 @@ def build_state(cfg: ServerConfig):
     if cfg.backend == "engine" and not engine_available():
         logger.warning("the ch05 engine is not importable here; serving with the transformers backend instead")
         cfg.backend = "transformers"
-    backend = make_backend(cfg.backend, cfg.model, **kw)
-    fallback = make_backend(cfg.fallback_backend, cfg.model, **kw) if cfg.fallback_backend else None
+    eng = cfg.engine_kwargs()
+    backend = make_backend(cfg.backend, cfg.model, **kw, **(eng if cfg.backend == "engine" else {}))
+    fallback = (make_backend(cfg.fallback_backend, cfg.model, **kw,
+                             **(eng if cfg.fallback_backend == "engine" else {})) if cfg.fallback_backend else None)
     return ServerState(cfg, backend, fallback=fallback, keys=keys, logger=logger)
 
 

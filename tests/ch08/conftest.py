@@ -180,3 +180,22 @@ OTHER_KEY = "sk-test-beta-0002"
 @pytest.fixture(scope="session")
 def api_key() -> str:
     return API_KEY
+
+
+@pytest.fixture(scope="session")
+def tiny_engine_server(tiny_model_dir: Path):
+    """A server on ch05's engine with the tiny model (no keys), or a skip when ch05's engine is missing."""
+    pytest.importorskip("ch05_scheduling.engine", reason="ch05's engine is not available")
+    from ch08_production.app import create_app
+    from ch08_production.backends.engine import EngineBackend
+    from ch08_production.config import ServerConfig
+    from ch08_production.launch import BackgroundServer
+    from ch08_production.state import ServerState
+
+    backend = EngineBackend(str(tiny_model_dir), "tiny", max_num_seqs=8, kv_cache_mib=4)
+    cfg = ServerConfig(port=free_port(), backend="engine", served_model_name="tiny", log_level="warning",
+                       max_restarts=3)
+    state = ServerState(cfg, backend)
+    srv = BackgroundServer(create_app(state), state, cfg.port).start()
+    yield srv
+    srv.stop(timeout_s=30)
