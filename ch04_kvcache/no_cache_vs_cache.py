@@ -63,6 +63,7 @@ class Comparison:
     rows: list[dict]
     tokens_identical: bool
     speedup_at_max: float
+    reference_tokens: list[int]  # the no-cache greedy tokens (max_new_tokens of them)
 
 
 def compare(model: LlamaModel, prompt_ids: list[int], max_new_tokens: int, lengths: list[int] | None = None,
@@ -82,7 +83,7 @@ def compare(model: LlamaModel, prompt_ids: list[int], max_new_tokens: int, lengt
         f_none, f_kv = generation_flops(cfg, p, n, False), generation_flops(cfg, p, n, True)
         rows.append({"new_tokens": n, "no_cache_s": t_none, "kv_cache_s": t_kv, "speedup": t_none / t_kv,
                      "no_cache_gflop": f_none / 1e9, "kv_cache_gflop": f_kv / 1e9, "flop_ratio": f_none / f_kv})
-    return Comparison(p, lengths, rows, ref.token_ids == got.token_ids, rows[-1]["speedup"])
+    return Comparison(p, lengths, rows, ref.token_ids == got.token_ids, rows[-1]["speedup"], ref.token_ids)
 
 
 def main(argv: list[str] | None = None) -> int:
