@@ -85,7 +85,7 @@ class Sequence:
     priority: int = 0
     tenant: str = "default"
     predicted_output_len: int | None = None
-    eos_token_id: int | None = None
+    eos_token_ids: tuple[int, ...] = ()
     output_token_ids: list[int] = field(default_factory=list)
     status: SequenceStatus = SequenceStatus.WAITING
     finish_reason: FinishReason | None = None
@@ -155,7 +155,7 @@ class Sequence:
         self.token_times.append(now)
         if self.first_token_time is None:
             self.first_token_time = now
-        if (not self.params.ignore_eos and self.eos_token_id is not None and token_id == self.eos_token_id):
+        if not self.params.ignore_eos and token_id in self.eos_token_ids:
             return FinishReason.STOP
         if self.num_output_tokens >= self.params.max_tokens:
             return FinishReason.LENGTH

@@ -108,7 +108,7 @@ def test_eos_stops_a_request_unless_ignore_eos():
     cfg = SchedulerConfig(num_blocks=32, block_size=4)
     for ignore, expect in ((False, FinishReason.STOP), (True, FinishReason.LENGTH)):
         sched = Scheduler(cfg)
-        seq = Sequence(0, [5, 6, 7], SamplingParams(max_tokens=4, ignore_eos=ignore), eos_token_id=2)
+        seq = Sequence(0, [5, 6, 7], SamplingParams(max_tokens=4, ignore_eos=ignore), eos_token_ids=(2,))
         sched.add(seq)
         while sched.has_unfinished:
             out = sched.schedule(0.0)

@@ -1,0 +1,247 @@
+"""The continuous-batching engine: schedule -> run -> postprocess, one iteration at a time (5.3, 5.4).
+
+Book sections: 5.3 Continuous Batching, 5.4.1 请求生命周期管理, 5.4.3 迭代级调度.
+
+    engine = LLMEngine(EngineConfig(max_num_seqs=16))
+    outs = engine.generate(["What is the capital of France?"], SamplingParams(max_tokens=32))
+
+One :meth:`LLMEngine.step` asks the :class:`Scheduler` what to run, lets the :class:`ModelRunner` run it,
+then feeds the sampled tokens back, detokenizes, applies stop strings and frees what finished (nano-vllm's
+loop; vLLM's split into dataclass messages). Every step's shape and wall time is kept in
+``engine.step_log`` for ``calibrate.py``. The async streaming API for a server is in ``async_engine.py``.
+
+    python -m ch05_scheduling.engine --smoke          # a few chat prompts through the engine
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass, field
+
+import torch
+
+from ch04_kvcache.model import LlamaModel
+from ch05_scheduling.cost_model import StepRecord, step_features
+from ch05_scheduling.model_runner import ModelRunner
+from ch05_scheduling.policies import Policy, make_policy
+from ch05_scheduling.scheduler import Scheduler, SchedulerConfig
+from ch05_scheduling.sequence import FinishReason, SamplingParams, Sequence
+from common.cli import UsageError
+from common.device import pick_device, pick_dtype
+from common.loader import EMBEDDED
+
+
+@dataclass(slots=True)
+class EngineConfig:
+    """Model + cache + scheduler knobs; CLI defaults come from here, once."""
+
+    model: str = EMBEDDED
+    device: str = "cpu"
+    dtype: str = "auto"
+    load_format: str = "auto"
+    kv_cache_mib: int = 512          # sizes the block pool unless num_blocks is given
+    num_blocks: int | None = None
+    block_size: int = 16
+    max_num_seqs: int = 32
+    max_num_batched_tokens: int = 512
+    enable_chunked_prefill: bool = True
+    enable_prefix_caching: bool = False
+    max_model_len: int = 2048
+    policy: str = "continuous"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kv_cache_mib < 1:
+            raise UsageError("kv_cache_mib must be >= 1")
+
+    def scheduler_config(self, num_blocks: int) -> SchedulerConfig:
+        return SchedulerConfig(num_blocks=num_blocks, block_size=self.block_size, max_num_seqs=self.max_num_seqs,
+                               max_num_batched_tokens=self.max_num_batched_tokens,
+                               enable_chunked_prefill=self.enable_chunked_prefill,
+                               enable_prefix_caching=self.enable_prefix_caching, max_model_len=self.max_model_len)
+
+
+@dataclass(slots=True)
+class RequestOutput:
+    """What a caller sees of a request after a step: everything so far, plus this step's delta."""
+
+    request_id: int
+    prompt_token_ids: list[int]
+    token_ids: list[int]
+    text: str
+    new_token_ids: list[int]
+    new_text: str
+    finished: bool
+    finish_reason: str | None
+    num_cached_tokens: int = 0
+    num_preemptions: int = 0
+    arrival_time: float = 0.0
+    first_token_time: float | None = None
+    finish_time: float | None = None
+
+
+@dataclass
+class _Detok:
+    emitted_tokens: int = 0
+    emitted_text: str = ""
+
+
+@dataclass
+class LLMEngine:
+    """See the module docstring. Pass ``model``/``tokenizer`` to reuse loaded ones (tests do)."""
+
+    config: EngineConfig = field(default_factory=EngineConfig)
+    model: LlamaModel | None = None
+    tokenizer: object | None = None
+    policy: Policy | None = None
+
+    def __post_init__(self) -> None:
+        cfg = self.config
+        if self.model is None:
+            device = pick_device(cfg.device)
+            self.model = LlamaModel.from_pretrained(cfg.model, device=device, dtype=pick_dtype(cfg.dtype, device),
+                                                    load_format=cfg.load_format)
+            if self.tokenizer is None and cfg.load_format != "dummy":
+                from common.loader import load_tokenizer
+
+                self.tokenizer = load_tokenizer(cfg.model)
+        mcfg = self.model.config
+        per_block = int(mcfg.kv_bytes_per_token(self.model.dtype.itemsize)) * cfg.block_size
+        num_blocks = cfg.num_blocks or max(cfg.kv_cache_mib * 2**20 // per_block, 1)
+        self.scheduler = Scheduler(cfg.scheduler_config(num_blocks), self.policy or make_policy(cfg.policy))
+        self.runner = ModelRunner(self.model, num_blocks, cfg.block_size, seed=cfg.seed)
+        self.step_log: list[StepRecord] = []
+        self._next_id = 0
+        self._detok: dict[int, _Detok] = {}
+        self._seqs: dict[int, Sequence] = {}
+        self.clock = time.perf_counter
+
+    # ------------------------------------------------------------------ requests
+    def encode(self, prompt: str | Seq[int]) -> list[int]:
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise UsageError("this engine has no tokenizer; pass token ids instead of text")
+            return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return [int(t) for t in prompt]
+
+    def add_request(self, prompt: str | Seq[int], params: SamplingParams | None = None, *,
+                    request_id: int | None = None, arrival_time: float | None = None, priority: int = 0,
+                    tenant: str = "default", predicted_output_len: int | None = None) -> int:
+        rid = self._next_id if request_id is None else request_id
+        self._next_id = max(self._next_id, rid + 1)
+        seq = Sequence(rid, self.encode(prompt), params or SamplingParams(),
+                       arrival_time=self.clock() if arrival_time is None else arrival_time, priority=priority,
+                       tenant=tenant, predicted_output_len=predicted_output_len,
+                       eos_token_ids=self.model.config.eos_token_ids)
+        self.scheduler.add(seq)
+        self._seqs[rid] = seq
+        self._detok[rid] = _Detok()
+        return rid
+
+    def abort(self, request_id: int) -> RequestOutput | None:
+        seq = self.scheduler.abort(request_id, self.clock())
+        if seq is None:
+            return None
+        self.runner.release(request_id)
+        return self._output(seq)
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished
+
+    # ------------------------------------------------------------------ the loop
+    def step(self) -> list[RequestOutput]:
+        """One iteration; returns the requests that produced a token (or finished) in it."""
+        t0 = self.clock()
+        out = self.scheduler.schedule(t0)
+        if out.is_empty:
+            return []
+        sampled = self.runner.execute(out)
+        if self.model.device.type == "cuda":
+            torch.cuda.synchronize()
+        now = self.clock()
+        self.step_log.append(StepRecord(step_features(out), now - t0))
+        self.scheduler.update(out, sampled, now)
+        results = []
+        for s in out.scheduled:
+            if s.sample:
+                results.append(self._postprocess(s.seq_id, now))
+        return results
+
+    def _postprocess(self, rid: int, now: float) -> RequestOutput:
+        seq = self._seqs[rid]
+        if self.tokenizer is not None and seq.params.stop:
+            text = self.tokenizer.decode(seq.output_token_ids, skip_special_tokens=True)
+            for stop in seq.params.stop:
+                at = text.find(stop)
+                if at >= 0:
+                    seq.output_text = text[:at]
+                    if not seq.is_finished:
+                        self.scheduler.finish(rid, FinishReason.STOP, now)
+                    break
+        if seq.is_finished:
+            self.runner.release(rid)
+        return self._output(seq)
+
+    def _output(self, seq: Sequence) -> RequestOutput:
+        d = self._detok.setdefault(seq.seq_id, _Detok())
+        text = seq.output_text
+        if self.tokenizer is not None and not (seq.params.stop and seq.finish_reason is FinishReason.STOP):
+            text = self.tokenizer.decode(seq.output_token_ids, skip_special_tokens=True)
+            if not seq.is_finished and text.endswith("\ufffd"):
+                text = d.emitted_text          # an incomplete UTF-8 character: wait for the next token
+            seq.output_text = text
+        new_ids = seq.output_token_ids[d.emitted_tokens:]
+        new_text = text[len(d.emitted_text):] if text.startswith(d.emitted_text) else text
+        d.emitted_tokens, d.emitted_text = seq.num_output_tokens, text
+        if seq.is_finished:
+            self._detok.pop(seq.seq_id, None)
+            self._seqs.pop(seq.seq_id, None)
+        return RequestOutput(seq.seq_id, list(seq.prompt_token_ids), list(seq.output_token_ids), text, new_ids,
+                             new_text, seq.is_finished, seq.finish_reason.value if seq.finish_reason else None,
+                             seq.num_cached_tokens, seq.num_preemptions, seq.arrival_time, seq.first_token_time,
+                             seq.finish_time)
+
+    # ------------------------------------------------------------------ offline API
+    def generate(self, prompts: Seq[str | Seq[int]], params: SamplingParams | Seq[SamplingParams] | None = None,
+                 ) -> list[RequestOutput]:
+        """Run all prompts to completion with continuous batching; outputs in prompt order."""
+        if params is None or isinstance(params, SamplingParams):
+            params = [params or SamplingParams()] * len(prompts)
+        if len(params) != len(prompts):
+            raise UsageError(f"{len(prompts)} prompts but {len(params)} sampling parameter sets")
+        ids = [self.add_request(p, sp) for p, sp in zip(prompts, params, strict=True)]
+        final: dict[int, RequestOutput] = {}
+        while self.has_unfinished():
+            for o in self.step():
+                if o.finished:
+                    final[o.request_id] = o
+        return [final[i] for i in ids]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from common.chat import DEMO_PROMPTS, chat_ids
+    from common.cli import add_common_args, friendly_errors, make_parser
+
+    parser = make_parser("python -m ch05_scheduling.engine", __doc__)
+    add_common_args(parser)
+    parser.add_argument("--max-tokens", type=int, default=32, help="tokens to generate per prompt")
+    parser.add_argument("--policy", default="continuous", help="scheduling policy (see ch05_scheduling.policies)")
+    args = parser.parse_args(argv)
+    with friendly_errors():
+        engine = LLMEngine(EngineConfig(model=args.model, device=args.device, dtype=args.dtype,
+                                        load_format=args.load_format, policy=args.policy, seed=args.seed))
+        prompts = list(DEMO_PROMPTS) + ([] if args.smoke else ["Write a haiku about the sea."])
+        t0 = time.perf_counter()
+        outs = engine.generate([chat_ids(engine.tokenizer, p) for p in prompts],
+                               SamplingParams(max_tokens=8 if args.smoke else args.max_tokens))
+        wall = time.perf_counter() - t0
+        for p, o in zip(prompts, outs, strict=True):
+            print(f"> {p}\n  {o.text!r} ({o.finish_reason})")
+        n = sum(len(o.token_ids) for o in outs)
+        print(f"{n} tokens in {wall:.2f} s ({n / wall:.1f} tok/s) over {len(engine.step_log)} steps")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""The real engine on ch04's model: batched greedy output = the request run alone; abort; preemption."""
+
+from __future__ import annotations
+
+import pytest
+
+from ch04_kvcache.generate import generate
+from ch04_kvcache.model import LlamaModel
+from ch05_scheduling.engine import EngineConfig, LLMEngine
+from ch05_scheduling.sequence import SamplingParams
+
+PROMPTS = [[5, 9, 17, 3, 44, 81, 12], [7] * 3, list(range(20, 61)), [100, 3, 99, 4, 98, 5, 97, 6, 96, 7, 95],
+           [33, 34]]
+LENS = [9, 14, 5, 11, 7]
+
+
+@pytest.fixture
+def tiny_model(tiny_hf_model) -> LlamaModel:
+    _, folder = tiny_hf_model
+    return LlamaModel.from_pretrained(folder)
+
+
+def alone(model: LlamaModel, prompt, n, **kw) -> list[int]:
+    return generate(model, prompt, n, cache="contiguous", eos_token_id=None, **kw).token_ids
+
+
+def run_engine(model, prompts=PROMPTS, lens=LENS, **cfg):
+    engine = LLMEngine(EngineConfig(**{"block_size": 4, "num_blocks": 64, "max_num_batched_tokens": 16, **cfg}),
+                       model=model)
+    outs = engine.generate(prompts, [SamplingParams(max_tokens=n, ignore_eos=True) for n in lens])
+    return engine, outs
+
+
+def test_greedy_mixed_batch_equals_each_request_run_alone(tiny_model):
+    engine, outs = run_engine(tiny_model)
+    for p, n, o in zip(PROMPTS, LENS, outs, strict=True):
+        assert o.token_ids == alone(tiny_model, p, n)
+        assert o.finished and o.finish_reason == "length"
+    # the step log shows real mixing: prefill chunks and decode tokens in the same step
+    assert any(r.features.num_prefill_tokens and r.features.num_tokens > r.features.num_prefill_tokens
+               for r in engine.step_log)
+    assert engine.scheduler.block_manager.num_free_blocks == 64
+
+
+def test_preemption_under_a_tiny_block_budget_keeps_outputs(tiny_model):
+    engine, outs = run_engine(tiny_model, num_blocks=20, max_num_batched_tokens=64)
+    assert engine.scheduler.num_preemptions > 0
+    assert sum(o.num_preemptions for o in outs) == engine.scheduler.num_preemptions
+    for p, n, o in zip(PROMPTS, LENS, outs, strict=True):
+        assert o.token_ids == alone(tiny_model, p, n)
+
+
+def test_prefix_caching_reuses_blocks_and_keeps_outputs(tiny_model):
+    system = list(range(40, 72))
+    prompts = [system + [5, 6], system + [7], system + [8, 9, 10]]
+    engine, outs = run_engine(tiny_model, prompts, [6, 6, 6], enable_prefix_caching=True, max_num_seqs=1)
+    assert [o.num_cached_tokens for o in outs][1:] == [32, 32]
+    for p, o in zip(prompts, outs, strict=True):
+        assert o.token_ids == alone(tiny_model, p, 6)
+
+
+def test_seeded_sampling_matches_generate_with_the_same_seed(tiny_model):
+    params = [SamplingParams(max_tokens=8, temperature=0.8, top_k=20, top_p=0.9, seed=s, ignore_eos=True)
+              for s in (1, 2, 3)]
+    engine = LLMEngine(EngineConfig(block_size=4, num_blocks=64), model=tiny_model)
+    outs = engine.generate(PROMPTS[:3], params)
+    for p, sp, o in zip(PROMPTS[:3], params, outs, strict=True):
+        assert o.token_ids == alone(tiny_model, p, 8, temperature=0.8, top_k=20, top_p=0.9, seed=sp.seed)
+
+
+def test_abort_frees_the_blocks_of_a_running_request(tiny_model):
+    engine = LLMEngine(EngineConfig(block_size=4, num_blocks=64), model=tiny_model)
+    rid = engine.add_request(PROMPTS[2], SamplingParams(max_tokens=50, ignore_eos=True))
+    other = engine.add_request(PROMPTS[0], SamplingParams(max_tokens=3, ignore_eos=True))
+    engine.step()
+    engine.step()
+    assert engine.scheduler.block_manager.num_used_blocks > 0
+    out = engine.abort(rid)
+    assert out is not None and out.finished and out.finish_reason == "abort"
+    while engine.has_unfinished():
+        engine.step()
+    assert engine.scheduler.block_manager.num_used_blocks == 0
+    assert engine.abort(other) is None
+
+
+@pytest.mark.slow
+def test_embedded_model_batch_matches_single_and_stops_on_strings(embedded_model_dir, embedded_tokenizer):
+    from common.chat import FRANCE_ANSWER, FRANCE_PROMPT, chat_ids
+
+    model = LlamaModel.from_pretrained(embedded_model_dir)
+    engine = LLMEngine(EngineConfig(max_num_batched_tokens=64), model=model, tokenizer=embedded_tokenizer)
+    prompts = [chat_ids(embedded_tokenizer, q) for q in (FRANCE_PROMPT, "Name three primary colors.", "Hi!")]
+    outs = engine.generate(prompts, SamplingParams(max_tokens=12))
+    assert outs[0].text == FRANCE_ANSWER
+    for p, o in zip(prompts, outs, strict=True):
+        ref = generate(model, p, 12, cache="contiguous").token_ids
+        assert o.token_ids == ref
+    stopped = engine.generate([prompts[0]], SamplingParams(max_tokens=12, stop=("France",)))[0]
+    assert stopped.text == "The capital of " and stopped.finish_reason == "stop"
