@@ -199,3 +199,22 @@ def tiny_engine_server(tiny_model_dir: Path):
     srv = BackgroundServer(create_app(state), state, cfg.port).start()
     yield srv
     srv.stop(timeout_s=30)
+
+
+@pytest.fixture(scope="session")
+def embedded_engine_server(embedded_model_dir: Path):
+    """A server on ch05's engine with the embedded model (the default production setup), session-wide."""
+    pytest.importorskip("ch05_scheduling.engine", reason="ch05's engine is not available")
+    from ch08_production.app import create_app
+    from ch08_production.backends.engine import EngineBackend
+    from ch08_production.config import ServerConfig
+    from ch08_production.launch import BackgroundServer
+    from ch08_production.state import ServerState
+
+    backend = EngineBackend(str(embedded_model_dir), "smollm2-135m", max_num_seqs=16, max_model_len=2048)
+    cfg = ServerConfig(port=free_port(), backend="engine", served_model_name="smollm2-135m", log_level="warning",
+                       max_pending=64)
+    state = ServerState(cfg, backend)
+    srv = BackgroundServer(create_app(state), state, cfg.port).start()
+    yield srv
+    srv.stop(timeout_s=60)
