@@ -71,11 +71,15 @@ def qparams(w: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tenso
     if spec.symmetric:
         half = 1 << (spec.bits - 1)
         scale = torch.maximum(wmax, -wmin) / (half - 1)
-        zero = torch.full_like(scale, float(half))
     else:
         scale = (wmax - wmin) / spec.maxq
-        zero = torch.round(-wmin / scale.clamp(min=1e-12))
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero group: any scale works
+    # Round the scale to fp16 now, as it will be stored, so fake-quant and QuantLinear agree exactly.
+    scale = scale.clamp(min=1e-7).to(torch.float16).to(torch.float32)
+    if spec.symmetric:
+        zero = torch.full_like(scale, float(1 << (spec.bits - 1)))
+    else:
+        zero = torch.clamp(torch.round(-wmin / scale), 0, spec.maxq)
     return scale, zero
 
 
