@@ -55,3 +55,17 @@ def test_report_has_every_section_and_charts_measured_ratios(tmp_path):
 def test_scalar_figures_flatten_nested_results_without_the_stamp():
     rows = dict(rep.scalar_figures({"a": 1, "hardware": {"cpu": "x"}, "m": {"int8": {"ppl": 9.1}}}))
     assert rows == {"a": 1, "m.int8.ppl": 9.1}
+
+
+def test_readme_results_section_matches_the_committed_reference_reports():
+    from appendix_c_benchmarks import readme_results
+
+    assert readme_results.main(["--check"]) == 0
+
+
+def test_readme_results_section_is_regenerated_between_markers(tmp_path):
+    from appendix_c_benchmarks import readme_results as rr
+
+    text = f"intro\n\n{rr.BEGIN}\nold\n{rr.END}\n\nafter\n"
+    new = rr.updated_readme(text, f"{rr.BEGIN}\nnew\n{rr.END}")
+    assert new == f"intro\n\n{rr.BEGIN}\nnew\n{rr.END}\n\nafter\n"
