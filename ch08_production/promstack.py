@@ -19,6 +19,7 @@ It prints one row per query and ends with a JSON line; exit code 1 when any quer
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -268,7 +269,8 @@ def _run_smoke_server():
     return BackgroundServer(create_app(state), state, port).start()
 
 
-def drive_load(base_url: str, model: str, n: int = 8, max_tokens: int = 8, concurrency: int = 4) -> dict:
+def drive_load(base_url: str, model: str, n: int = 8, max_tokens: int = 8, concurrency: int = 4,
+               warmup_s: float = 2.5) -> dict:
     """A short burst of streaming completions (ch03's benchmark client) plus one bad request (a 4xx)."""
     import httpx
 
@@ -277,8 +279,17 @@ def drive_load(base_url: str, model: str, n: int = 8, max_tokens: int = 8, concu
 
     reqs = [WorkloadRequest(f"load-{i}", f"Question {i}: name a colour.", 8, max_tokens) for i in range(n)]
     cfg = BenchConfig(base_url=base_url, model=model, num_requests=n, concurrency=concurrency, ignore_eos=False)
+    # Counter series appear on their first increment; rate() needs a sample before the burst too, or a
+    # series born at its final value shows no increase (the "missing initial zero"). So: one request and
+    # one bad request first, a few scrapes, then the burst and the bad request again.
+    def bad_request() -> None:
+        httpx.post(base_url + "/v1/completions", json={"model": model, "prompt": "x", "max_tokens": -1},
+                   timeout=30)
+    run_benchmark(dataclasses.replace(cfg, num_requests=1), reqs[:1])
+    bad_request()
+    time.sleep(warmup_s)
     report = run_benchmark(cfg, reqs)
-    httpx.post(base_url + "/v1/completions", json={"model": model, "prompt": "x", "max_tokens": -1}, timeout=30)
+    bad_request()
     return report.summary
 
 
