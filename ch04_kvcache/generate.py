@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ch04_kvcache.block_manager import BlockManager
 from ch04_kvcache.kv_cache import ContiguousKVCache
 from ch04_kvcache.model import LlamaModel
 from ch04_kvcache.paged_attention import AttentionMetadata
@@ -71,24 +72,24 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1
 
 
 class _PagedSingle:
-    """One sequence in a paged cache: blocks are taken from the pool as the sequence grows."""
+    """One sequence in a paged cache; its blocks come from a ``BlockManager`` as it grows."""
 
     def __init__(self, model: LlamaModel, max_tokens: int, block_size: int) -> None:
         num_blocks = -(-max_tokens // block_size)
         self.cache = PagedKVCache(model.config, num_blocks, block_size, model.device, model.dtype)
-        self.block_size = block_size
-        # Hand out blocks from the end of the pool so the table is visibly not the identity mapping.
-        self.free = list(range(num_blocks))
-        self.table: list[int] = []
+        self.blocks = BlockManager(num_blocks, block_size)
         self.length = 0
 
     def step(self, model: LlamaModel, ids: list[int]) -> torch.Tensor:
         start, end = self.length, self.length + len(ids)
-        while len(self.table) * self.block_size < end:
-            self.table.append(self.free.pop())
-        slots = [self.table[p // self.block_size] * self.block_size + p % self.block_size for p in range(start, end)]
+        if start == 0:
+            self.blocks.allocate(0, ids)
+        else:
+            for t in ids:
+                self.blocks.append_token(0, t)  # one sequence, nothing shared: never copy-on-write
         dev = model.device
-        meta = AttentionMetadata([len(ids)], [end], [self.table], torch.tensor(slots, device=dev))
+        meta = AttentionMetadata([len(ids)], [end], [self.blocks.block_table(0)],
+                                 torch.tensor(self.blocks.slot_mapping(0, start, end), device=dev))
         logits = model.forward_batch(torch.tensor(ids, device=dev), torch.arange(start, end, device=dev),
                                      self.cache, meta)
         self.length = end

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ch04_kvcache.block_manager import BlockManager
 from ch04_kvcache.generate import CACHE_KINDS, generate
 from ch04_kvcache.kv_cache import CacheFullError, ContiguousKVCache
 from ch04_kvcache.paged_attention import (
@@ -76,60 +77,68 @@ def test_contiguous_cache_reports_full_and_bytes(tiny_model):
         model(torch.tensor([_ids(256, 5, 4)]), cache=cache)
 
 
-def _hand_allocate(lengths: list[int], block_size: int, num_blocks: int, seed: int) -> list[list[int]]:
-    """Block tables by hand: shuffled, disjoint blocks (what a BlockManager would hand out)."""
-    free = torch.randperm(num_blocks, generator=torch.Generator().manual_seed(seed)).tolist()
-    return [[free.pop() for _ in range(-(-n // block_size))] for n in lengths]
-
-
-def _slots(table: list[int], start: int, end: int, bs: int) -> list[int]:
-    return [table[p // bs] * bs + p % bs for p in range(start, end)]
-
-
 def test_forward_batch_mixed_prefill_and_decode_equals_each_sequence_alone(tiny_model):
     model, _ = tiny_model
     bs = 4
     seqs = [_ids(256, n, 10 + i) for i, n in enumerate((9, 6, 13))]
-    tables = _hand_allocate([len(s) for s in seqs], bs, 16, seed=5)
+    bm = BlockManager(16, bs)
     cache = PagedKVCache(model.config, 16, bs)
     with torch.no_grad():
-        # Step 1: prefill seq 1 and 2 fully (minus their last token), and only the first 5 tokens of seq 0.
+        # Step 1: prefill seqs 1 and 2 fully (minus their last token), and only the first 5 tokens of seq 0.
         pre = [5, len(seqs[1]) - 1, len(seqs[2]) - 1]
-        meta = AttentionMetadata(pre, pre, tables, torch.tensor(sum((_slots(t, 0, n, bs) for t, n in
-                                                                     zip(tables, pre, strict=True)), [])))
+        tables = [bm.allocate(i, s[:n]) for i, (s, n) in enumerate(zip(seqs, pre, strict=True))]
+        slots = sum((bm.slot_mapping(i, 0, n) for i, n in enumerate(pre)), [])
+        meta = AttentionMetadata(pre, pre, tables, torch.tensor(slots))
         ids = torch.tensor(sum((s[:n] for s, n in zip(seqs, pre, strict=True)), []))
         pos = torch.tensor(sum((list(range(n)) for n in pre), []))
         model.forward_batch(ids, pos, cache, meta)
         # Step 2, mixed: seq 0 gets a prefill chunk of its remaining 4 tokens, seqs 1, 2 decode one token.
+        for t in seqs[0][5:9]:
+            assert bm.append_token(0, t) is None
+        bm.append_token(1, seqs[1][-1])
+        bm.append_token(2, seqs[2][-1])
         q = [4, 1, 1]
         ctx = [9, len(seqs[1]), len(seqs[2])]
-        new_ids = seqs[0][5:9] + [seqs[1][-1], seqs[2][-1]]
-        slot = _slots(tables[0], 5, 9, bs) + _slots(tables[1], ctx[1] - 1, ctx[1], bs) + \
-            _slots(tables[2], ctx[2] - 1, ctx[2], bs)
-        meta = AttentionMetadata(q, ctx, tables, torch.tensor(slot),
+        tables = [bm.block_table(i) for i in range(3)]
+        assert tables[0] != list(range(len(tables[0])))  # interleaved growth: a real indirection
+        slots = bm.slot_mapping(0, 5, 9) + bm.slot_mapping(1, ctx[1] - 1, ctx[1]) + \
+            bm.slot_mapping(2, ctx[2] - 1, ctx[2])
+        meta = AttentionMetadata(q, ctx, tables, torch.tensor(slots),
                                  logits_indices=torch.arange(6))  # every row, to check all of them
+        new_ids = seqs[0][5:9] + [seqs[1][-1], seqs[2][-1]]
         pos = torch.tensor([5, 6, 7, 8, ctx[1] - 1, ctx[2] - 1])
         logits = model.forward_batch(torch.tensor(new_ids), pos, cache, meta)
         alone = [model(torch.tensor([s]))[0] for s in seqs]
     torch.testing.assert_close(logits[:4], alone[0][5:9], **TOL)
     torch.testing.assert_close(logits[4], alone[1][-1], **TOL)
     torch.testing.assert_close(logits[5], alone[2][-1], **TOL)
+    bm.check_invariants()
 
 
 def test_forward_batch_default_logits_are_last_token_of_each_sequence(tiny_model):
     model, _ = tiny_model
     bs = 4
     seqs = [_ids(256, 7, 20), _ids(256, 3, 21)]
-    tables = _hand_allocate([7, 3], bs, 8, seed=6)
+    bm = BlockManager(8, bs)
+    tables = [bm.allocate(i, s) for i, s in enumerate(seqs)]
     cache = PagedKVCache(model.config, 8, bs)
-    meta = AttentionMetadata([7, 3], [7, 3], tables, torch.tensor(_slots(tables[0], 0, 7, bs) +
-                                                                  _slots(tables[1], 0, 3, bs)))
+    meta = AttentionMetadata([7, 3], [7, 3], tables, torch.tensor(bm.slot_mapping(0, 0, 7) + bm.slot_mapping(1, 0, 3)))
     with torch.no_grad():
         logits = model.forward_batch(torch.tensor(seqs[0] + seqs[1]), torch.tensor(list(range(7)) + [0, 1, 2]),
                                      cache, meta)
         alone = torch.stack([model(torch.tensor([s]))[0, -1] for s in seqs])
     assert logits.shape == (2, 256)
     torch.testing.assert_close(logits, alone, **TOL)
+
+
+def _shuffled_tables(lengths: list[int], block_size: int, num_blocks: int, seed: int) -> list[list[int]]:
+    """Disjoint block tables drawn in a random order (any allocator's output is such a set)."""
+    free = torch.randperm(num_blocks, generator=torch.Generator().manual_seed(seed)).tolist()
+    return [[free.pop() for _ in range(-(-n // block_size))] for n in lengths]
+
+
+def _slots(table: list[int], start: int, end: int, bs: int) -> list[int]:
+    return [table[p // bs] * bs + p % bs for p in range(start, end)]
 
 
 @pytest.mark.parametrize("case", ["decode_unequal", "decode_equal", "mixed"])
@@ -139,7 +148,7 @@ def test_paged_attention_matches_naive_reference(case):
     kb, vb = torch.randn(32, bs, hkv, d), torch.randn(32, bs, hkv, d)
     q_lens, ctx = {"decode_unequal": ([1, 1, 1], [5, 12, 1]), "decode_equal": ([1, 1], [7, 7]),
                    "mixed": ([3, 1, 6], [10, 4, 6])}[case]
-    tables = _hand_allocate(ctx, bs, 32, seed=3)
+    tables = _shuffled_tables(ctx, bs, 32, seed=3)
     slots = sum((_slots(t, c - q, c, bs) for t, q, c in zip(tables, q_lens, ctx, strict=True)), [])
     meta = AttentionMetadata(q_lens, ctx, tables, torch.tensor(slots))
     q = torch.randn(meta.num_tokens, h, d)
