@@ -209,6 +209,10 @@ class VLLMServer:
         self.stop()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser("python -m ch03_env.vllm_server", __doc__)
     d = VLLMServerConfig()
@@ -236,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         server = VLLMServer(cfg)
+        # SIGTERM (kill, systemd, docker stop) and SIGINT (also when started in the background, where the
+        # shell ignores it) both unwind through the context manager, which stops vLLM's process group.
+        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
         try:
             with server as url:
                 print(f"vLLM serving '{cfg.served_model_name}' at {url}/v1 (started in {server.startup_s:.1f} s; "
