@@ -43,17 +43,18 @@ G = 64  # group size that divides 576
 class CompareConfig:
     eval_tokens: int = 4096
     seq_len: int = 512
-    answer_tokens: int = 32
-    decode_tokens: int = 32
+    answer_tokens: int = 24
+    decode_tokens: int = 16
     calib_samples: int = 16
     calib_len: int = 256
     awq_grid: int = 20
     n_prompts: int | None = None
+    keep_layers: int | None = None  # smoke: truncate the model to its first layers (plumbing only)
 
     @classmethod
     def smoke(cls) -> CompareConfig:
-        return cls(eval_tokens=256, seq_len=256, answer_tokens=8, decode_tokens=4, calib_samples=4,
-                   calib_len=64, awq_grid=4, n_prompts=2)
+        return cls(eval_tokens=128, seq_len=128, answer_tokens=4, decode_tokens=2, calib_samples=2,
+                   calib_len=32, awq_grid=2, n_prompts=1, keep_layers=2)
 
 
 Builder = Callable[[nn.Module, torch.Tensor, CompareConfig], nn.Module]
@@ -98,13 +99,21 @@ METHODS: dict[str, Builder | None] = {
 }
 
 
+def truncate(model: nn.Module, keep_layers: int | None) -> nn.Module:
+    """Keep only the first ``keep_layers`` decoder blocks (``--smoke``: checks the plumbing in seconds;
+    the perplexities of a truncated model mean nothing)."""
+    if keep_layers is not None:
+        model.layers = model.layers[:keep_layers]
+    return model
+
+
 def run_method(name: str, base: nn.Module, ids: torch.Tensor, data: EvalData, cfg: CompareConfig,
                spec: str) -> dict:
     t0 = time.perf_counter()
     if name == "fp32":
         model = base
     elif name == "bf16":
-        model = load_model(spec, dtype=torch.bfloat16)
+        model = truncate(load_model(spec, dtype=torch.bfloat16), cfg.keep_layers)
     else:
         model = METHODS[name](copy.deepcopy(base), ids, cfg)
     quant_s = time.perf_counter() - t0 if name not in ("fp32", "bf16") else 0.0
@@ -149,10 +158,10 @@ def plot(rows: dict[str, dict], folder) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser("python -m ch06_quantization.compare", __doc__)
     add_common_args(parser)
-    parser.add_argument("--eval-tokens", type=positive_int, default=CompareConfig.eval_tokens,
+    parser.add_argument("--eval-tokens", type=positive_int, default=CompareConfig().eval_tokens,
                         help="held-out tokens for perplexity")
-    parser.add_argument("--calib-samples", type=positive_int, default=CompareConfig.calib_samples)
-    parser.add_argument("--calib-len", type=positive_int, default=CompareConfig.calib_len)
+    parser.add_argument("--calib-samples", type=positive_int, default=CompareConfig().calib_samples)
+    parser.add_argument("--calib-len", type=positive_int, default=CompareConfig().calib_len)
     parser.add_argument("--methods", default="all", help="comma-separated subset of: " + ", ".join(METHODS))
     args = parser.parse_args(argv)
     with friendly_errors():
@@ -167,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         seed_everything(args.seed)
         cfg = CompareConfig.smoke() if args.smoke else CompareConfig(
             eval_tokens=args.eval_tokens, calib_samples=args.calib_samples, calib_len=args.calib_len)
-        base = load_model(args.model)
+        base = truncate(load_model(args.model), cfg.keep_layers)
+        if cfg.keep_layers and not args.json:
+            print(f"smoke: model truncated to {cfg.keep_layers} layers; numbers check plumbing only")
         tok = load_tokenizer(args.model)
         data = prepare_eval(base, tok, cfg.eval_tokens, cfg.seq_len, cfg.answer_tokens, cfg.n_prompts)
         ids = calibration_ids(tok, cfg.calib_samples, cfg.calib_len, seed=args.seed)

@@ -185,6 +185,19 @@ class GPTQReport:
     peak_block_stats_bytes: int  # Hessians + activations held for one block
 
 
+SHARED_INPUTS = (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("mlp.gate_proj", "mlp.up_proj"))
+
+
+def shared_input_groups(names: list[str]) -> list[tuple[str, ...]]:
+    """Partition a block's linear names into groups that read the same input (Llama: qkv, gate/up)."""
+    groups, used = [], set()
+    for group in SHARED_INPUTS:
+        if all(n in names for n in group):
+            groups.append(group)
+            used.update(group)
+    return groups + [(n,) for n in names if n not in used]
+
+
 @torch.no_grad()
 def gptq_quantize_model(model: nn.Module, calib_ids: torch.Tensor, cfg: GPTQConfig, batch: int = 4,
                         progress: bool = False) -> GPTQReport:
@@ -196,16 +209,27 @@ def gptq_quantize_model(model: nn.Module, calib_ids: torch.Tensor, cfg: GPTQConf
 
     def quantize_block(i: int, block: nn.Module, r: BlockRunner) -> None:
         linears = block_linears(block)
-        hs = {n: HessianAccumulator(m.in_features) for n, m in linears.items()}
-        with InputCollector(linears, lambda name, x: hs[name].add(x)):
+        groups = shared_input_groups(list(linears))
+        hs = {g[0]: HessianAccumulator(linears[g[0]].in_features) for g in groups}  # one H per shared input
+        with InputCollector({n: linears[n] for n in hs}, lambda name, x: hs[name].add(x)):
             for x in r.chunks():
                 r.block_forward(block, x)
         stats = sum(h.H.numel() * 4 for h in hs.values()) + r.inputs.x.numel() * 4
         peak[0] = max(peak[0], stats)
-        for name, lin in linears.items():
-            qw = gptq_quantize_weight(lin.weight.data, hs[name].H, cfg)
-            set_module(block, name, QuantLinear(qw, lin.bias))
-            count[0] += 1
+        for names in groups:
+            # Linears fed by the same input share H (and, with act-order, the column order): stacking
+            # their rows runs one column sweep instead of several. Rows are independent, so this is exact.
+            W = torch.cat([linears[n].weight.data for n in names])  # [sum(out), in]
+            qw = gptq_quantize_weight(W, hs[names[0]].H, cfg)
+            start = 0
+            for n in names:
+                rows = linears[n].out_features
+                part = QuantizedWeight(qw.q[start:start + rows], qw.scales[start:start + rows] if
+                                       qw.scales.shape[0] > 1 else qw.scales, qw.zeros[start:start + rows] if
+                                       qw.zeros.shape[0] > 1 else qw.zeros, qw.spec, qw.g_idx)
+                set_module(block, n, QuantLinear(part, linears[n].bias))
+                start += rows
+                count[0] += 1
         if progress:
             print(f"  gptq block {i + 1}/{r.num_layers} ({time.perf_counter() - t0:.1f} s)", flush=True)
 
