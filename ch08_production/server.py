@@ -131,4 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from ch08_production.omp import reexec_with_passive_omp
+
+    reexec_with_passive_omp("ch08_production.server")
     sys.exit(main())

@@ -77,6 +77,8 @@ class EngineBackend:
         return LLMEngine(reuse.config, model=reuse.model, tokenizer=reuse.tokenizer)
 
     async def start(self, reuse: LLMEngine | None = None) -> None:
+        if self._thread is not None and self._thread.is_alive() and reuse is None:
+            return  # already serving (a benchmark may share one loaded engine between runs)
         engine = await asyncio.to_thread(self._build, reuse)
         if engine.tokenizer is None:
             raise BackendUnavailable("the engine has no tokenizer (dummy weights?); the server needs one")
