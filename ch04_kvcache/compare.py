@@ -1,11 +1,12 @@
 """Chapter 4's benchmark (book 4.1-4.6): every cache against no cache, in one run, on this machine.
 
-Measures, side by side after warm-up, with the embedded model at batch 1:
+One greedy run at batch 1 with the embedded model advances no cache, the contiguous, paged and INT8
+caches one step each in turn (lockstep, after warm-up), so machine noise hits all of them alike. It gives:
 
 * ``tokens_identical``: greedy tokens of the contiguous and paged caches equal the no-cache tokens;
 * ``speedup_kv_cache``: wall time of generating 256 tokens without a cache / with the contiguous cache;
-* ``paged_vs_contiguous_decode``: decode tokens/s of the paged cache / the contiguous one (median of
-  interleaved repeats): the price of the block-table indirection;
+* ``paged_vs_contiguous_decode``: decode tokens/s of the paged cache / the contiguous one: the price of
+  the block-table indirection;
 * ``paged_kv_utilization`` / ``naive_kv_utilization``: bytes holding real tokens / bytes reserved on a
   seeded ShareGPT workload (``memory_waste.py``);
 * ``int8_kv_ppl_delta_pct``: perplexity change of the INT8 KV cache on the held-out evaluation text;
@@ -18,27 +19,11 @@ On a busy shared machine set ``OMP_NUM_THREADS=1``: oversubscribed OpenMP thread
 
 from __future__ import annotations
 
-import statistics
-
 import torch
 
-from ch04_kvcache.generate import generate
 from ch04_kvcache.model import LlamaModel
-from ch04_kvcache.no_cache_vs_cache import LONG_PROMPT
+from ch04_kvcache.no_cache_vs_cache import LONG_PROMPT, lockstep
 from ch04_kvcache.no_cache_vs_cache import compare as compare_no_cache
-
-
-def decode_speed(model: LlamaModel, prompt: list[int], new_tokens: int, repeats: int,
-                 kinds: tuple[str, ...] = ("contiguous", "paged")) -> dict[str, float]:
-    """Median decode tokens/s per cache kind; kinds interleaved so machine noise hits both alike."""
-    for kind in kinds:
-        generate(model, prompt, 4, cache=kind, eos_token_id=None)  # warm-up
-    samples: dict[str, list[float]] = {k: [] for k in kinds}
-    for _ in range(repeats):
-        for kind in kinds:
-            res = generate(model, prompt, new_tokens, cache=kind, eos_token_id=None)
-            samples[kind].append(res.timings.decode_tokens_per_s)
-    return {k: statistics.median(v) for k, v in samples.items()}
 
 
 @torch.inference_mode()
@@ -77,8 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser("python -m ch04_kvcache.compare", __doc__)
     add_common_args(parser)
     parser.add_argument("--new-tokens", type=positive_int, default=256, help="tokens for the no-cache comparison")
-    parser.add_argument("--decode-tokens", type=positive_int, default=128, help="tokens per decode-speed run")
-    parser.add_argument("--repeats", type=positive_int, default=3, help="decode-speed repeats per cache")
     parser.add_argument("--eval-tokens", type=positive_int, default=4096, help="tokens for the INT8 perplexity")
     args = parser.parse_args(argv)
     with friendly_errors():
@@ -89,13 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         tok = load_tokenizer(args.model)
         prompt = chat_ids(tok, LONG_PROMPT)
         n_new = 16 if args.smoke else args.new_tokens
-        n_dec = 16 if args.smoke else args.decode_tokens
         n_eval = 256 if args.smoke else args.eval_tokens
 
-        nc = compare_no_cache(model, prompt, n_new)
-        paged_tokens = generate(model, prompt, n_new, cache="paged", eos_token_id=None).token_ids
-        int8_tokens = generate(model, prompt, n_new, cache="int8", eos_token_id=None).token_ids
-        speed = decode_speed(model, prompt, n_dec, 1 if args.smoke else args.repeats)
+        nc = compare_no_cache(model, prompt, n_new, kinds=("none", "contiguous", "paged"))
+        speed = {k: nc.traces[k].decode_tokens_per_s() for k in ("contiguous", "paged")}
+        int8_tokens = lockstep(model, prompt, n_new, ("int8",))["int8"].tokens
         util = kv_utilization(args.smoke, args.seed)
         ids = eval_token_ids(tok, n_eval)
         ppl = perplexity(model, ids, cache_factory=lambda m, n: ContiguousKVCache(m.config, 1, n, m.device, m.dtype))
@@ -103,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         diff = logits_diff_vs_transformers(model, args.model)
 
         out = {
-            "tokens_identical": nc.tokens_identical and paged_tokens == nc.reference_tokens,
+            "tokens_identical": nc.tokens_identical,
             "speedup_kv_cache": nc.speedup_at_max,
             "speedup_new_tokens": n_new,
             "paged_kv_utilization": util.get("paged_kv_utilization"),
@@ -112,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             "decode_tok_s_contiguous": speed["contiguous"],
             "decode_tok_s_paged": speed["paged"],
             "int8_kv_ppl_delta_pct": 100 * (ppl8.ppl - ppl.ppl) / ppl.ppl,
-            "int8_greedy_identical": int8_tokens == nc.reference_tokens,
+            "int8_greedy_identical": int8_tokens == nc.traces["none"].tokens,
             "eval_tokens": ppl.tokens_scored,
             "logits_max_abs_diff_vs_transformers": diff,
             "flop_ratio_no_cache_vs_cache": nc.rows[-1]["flop_ratio"],

@@ -71,37 +71,80 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1
     return int(torch.multinomial(probs.to(torch.float32).cpu(), 1, generator=generator))
 
 
-class _PagedSingle:
-    """One sequence in a paged cache; its blocks come from a ``BlockManager`` as it grows."""
+class Stepper:
+    """One sequence's model state for one cache kind: ``step(new_ids) -> logits (V,)`` of the last token."""
 
-    def __init__(self, model: LlamaModel, max_tokens: int, block_size: int) -> None:
+    nbytes: int = 0
+
+    def step(self, new_ids: list[int]) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class NoCacheStepper(Stepper):
+    """Re-runs the model over the whole sequence every step (4.2's baseline)."""
+
+    def __init__(self, model: LlamaModel) -> None:
+        self.model, self.ids = model, []
+
+    def step(self, new_ids: list[int]) -> torch.Tensor:
+        self.ids.extend(new_ids)
+        return self.model(torch.tensor([self.ids], device=self.model.device), logits_to_keep=1)[0, -1]
+
+
+class ContiguousStepper(Stepper):
+    """A ``ContiguousKVCache`` (or ``Int8KVCache``) preallocated to ``max_tokens``."""
+
+    def __init__(self, model: LlamaModel, max_tokens: int, int8: bool = False) -> None:
+        self.model = model
+        if int8:
+            from ch04_kvcache.int8_kv import Int8KVCache
+
+            self.cache = Int8KVCache(model.config, 1, max_tokens, model.device, model.dtype)
+        else:
+            self.cache = ContiguousKVCache(model.config, 1, max_tokens, model.device, model.dtype)
+        self.nbytes = self.cache.nbytes
+
+    def step(self, new_ids: list[int]) -> torch.Tensor:
+        x = torch.tensor([new_ids], device=self.model.device)
+        return self.model(x, cache=self.cache, logits_to_keep=1)[0, -1]
+
+
+class PagedStepper(Stepper):
+    """One sequence in a ``PagedKVCache``; its blocks come from a ``BlockManager`` as it grows."""
+
+    def __init__(self, model: LlamaModel, max_tokens: int, block_size: int = 16) -> None:
         num_blocks = -(-max_tokens // block_size)
+        self.model = model
         self.cache = PagedKVCache(model.config, num_blocks, block_size, model.device, model.dtype)
         self.blocks = BlockManager(num_blocks, block_size)
         self.length = 0
+        self.nbytes = self.cache.nbytes
 
-    def step(self, model: LlamaModel, ids: list[int]) -> torch.Tensor:
-        start, end = self.length, self.length + len(ids)
+    def step(self, new_ids: list[int]) -> torch.Tensor:
+        start, end = self.length, self.length + len(new_ids)
         if start == 0:
-            self.blocks.allocate(0, ids)
+            self.blocks.allocate(0, new_ids)
         else:
-            for t in ids:
+            for t in new_ids:
                 self.blocks.append_token(0, t)  # one sequence, nothing shared: never copy-on-write
-        dev = model.device
-        meta = AttentionMetadata([len(ids)], [end], [self.blocks.block_table(0)],
+        dev = self.model.device
+        meta = AttentionMetadata([len(new_ids)], [end], [self.blocks.block_table(0)],
                                  torch.tensor(self.blocks.slot_mapping(0, start, end), device=dev))
-        logits = model.forward_batch(torch.tensor(ids, device=dev), torch.arange(start, end, device=dev),
-                                     self.cache, meta)
+        logits = self.model.forward_batch(torch.tensor(new_ids, device=dev), torch.arange(start, end, device=dev),
+                                          self.cache, meta)
         self.length = end
         return logits[-1]
 
 
-def _make_contiguous(model: LlamaModel, kind: str, max_len: int):
-    if kind == "int8":
-        from ch04_kvcache.int8_kv import Int8KVCache
-
-        return Int8KVCache(model.config, 1, max_len, model.device, model.dtype)
-    return ContiguousKVCache(model.config, 1, max_len, model.device, model.dtype)
+def make_stepper(model: LlamaModel, cache: str, max_tokens: int, block_size: int = 16) -> Stepper:
+    """The stepper for ``cache`` in ``CACHE_KINDS``."""
+    if cache not in CACHE_KINDS:
+        raise ValueError(f"unknown cache {cache!r}; choose one of {', '.join(CACHE_KINDS)}")
+    if cache == "none":
+        return NoCacheStepper(model)
+    if cache == "paged":
+        return PagedStepper(model, max_tokens, block_size)
+    return ContiguousStepper(model, max_tokens, int8=cache == "int8")
 
 
 @torch.inference_mode()
@@ -109,8 +152,6 @@ def generate(model: LlamaModel, prompt_ids: Sequence[int], max_new_tokens: int, 
              temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
              eos_token_id: int | Sequence[int] | None = CONFIG_EOS, block_size: int = 16) -> GenerationResult:
     """Generate up to ``max_new_tokens`` after ``prompt_ids`` with the chosen cache (see module doc)."""
-    if cache not in CACHE_KINDS:
-        raise ValueError(f"unknown cache {cache!r}; choose one of {', '.join(CACHE_KINDS)}")
     if not prompt_ids:
         raise ValueError("the prompt needs at least one token")
     if max_new_tokens < 1:
@@ -124,35 +165,19 @@ def generate(model: LlamaModel, prompt_ids: Sequence[int], max_new_tokens: int, 
     gen = None
     if seed is not None:
         gen = torch.Generator().manual_seed(seed)
-    dev = model.device
-    ids = list(prompt_ids)
-    total = len(ids) + max_new_tokens
-    kv = None
-    paged = None
-    if cache in ("contiguous", "int8"):
-        kv = _make_contiguous(model, cache, total)
-    elif cache == "paged":
-        paged = _PagedSingle(model, total, block_size)
-
-    def run(new_ids: list[int]) -> torch.Tensor:
-        if cache == "none":
-            return model(torch.tensor([ids], device=dev), logits_to_keep=1)[0, -1]
-        if paged is not None:
-            return paged.step(model, new_ids)
-        return model(torch.tensor([new_ids], device=dev), cache=kv, logits_to_keep=1)[0, -1]
-
+    stepper = make_stepper(model, cache, len(prompt_ids) + max_new_tokens, block_size)
+    run = stepper.step
     timings = GenerationTimings()
     out: list[int] = []
     finish = "length"
     t0 = time.perf_counter()
-    logits = run(ids)
+    logits = run(list(prompt_ids))
     nxt = sample_next(logits, temperature, top_p, top_k, gen)
-    synchronize(dev)
+    synchronize(model.device)
     timings.prefill_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     while True:
         out.append(nxt)
-        ids.append(nxt)
         if nxt in stop:
             finish = "stop"
             break
@@ -163,10 +188,9 @@ def generate(model: LlamaModel, prompt_ids: Sequence[int], max_new_tokens: int, 
         nxt = sample_next(logits, temperature, top_p, top_k, gen)
         timings.step_s.append(time.perf_counter() - ts)
         timings.decode_steps += 1
-    synchronize(dev)
+    synchronize(model.device)
     timings.decode_s = time.perf_counter() - t0
-    nbytes = kv.nbytes if kv is not None else paged.cache.nbytes if paged is not None else 0
-    return GenerationResult(out, len(prompt_ids), finish, timings, nbytes)
+    return GenerationResult(out, len(prompt_ids), finish, timings, stepper.nbytes)
 
 
 def main(argv: list[str] | None = None) -> int:

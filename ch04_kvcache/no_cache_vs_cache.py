@@ -3,7 +3,8 @@
 Without a cache every step re-runs the model over the whole prefix, so step ``i`` costs ``prompt + i``
 tokens of projections and the total grows quadratically with the generated length; with a cache each
 step processes one new token and only attention still reads the (growing) prefix. This script runs both
-on the same prompt, checks the greedy tokens are identical, and reports wall time, speedup and matmul
+on the same prompt, one step of each in turn (lockstep, so machine noise hits both alike), checks the
+greedy tokens are identical, and reports wall time, speedup and matmul
 FLOPs (counted analytically from the config) at each generated length: a table, a PNG plot in
 ``reports/ch04/`` and a final JSON line.
 
@@ -13,11 +14,15 @@ FLOPs (counted analytically from the config) at each generated length: a table, 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
+import torch
+
 from ch04_kvcache.config import ModelConfig
-from ch04_kvcache.generate import GenerationResult, generate
+from ch04_kvcache.generate import make_stepper
 from ch04_kvcache.model import LlamaModel
+from common.device import synchronize
 
 LONG_PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
 
@@ -51,9 +56,40 @@ def generation_flops(cfg: ModelConfig, prompt_len: int, new_tokens: int, cached:
     return total
 
 
-def cumulative_seconds(res: GenerationResult, n: int) -> float:
-    """Wall time to produce the first ``n`` tokens: prefill plus ``n - 1`` decode steps."""
-    return res.timings.prefill_s + sum(res.timings.step_s[: n - 1])
+@dataclass
+class Trace:
+    """One cache kind's greedy run: ``seconds[0]`` is the prefill, ``seconds[i]`` decode step i."""
+
+    tokens: list[int]
+    seconds: list[float]
+
+    def cumulative(self, n: int) -> float:
+        """Wall time to produce the first ``n`` tokens."""
+        return sum(self.seconds[:n])
+
+    def decode_tokens_per_s(self) -> float:
+        return (len(self.seconds) - 1) / sum(self.seconds[1:])
+
+
+@torch.inference_mode()
+def lockstep(model: LlamaModel, prompt_ids: list[int], max_new_tokens: int, kinds: tuple[str, ...],
+             block_size: int = 16) -> dict[str, Trace]:
+    """Greedy generation with several caches advanced one step at a time, side by side.
+
+    Each kind continues from its own tokens. Interleaving the steps (order alternating) exposes every kind
+    to the same machine conditions, which matters on a shared CPU where load changes minute to minute.
+    """
+    steppers = {k: make_stepper(model, k, len(prompt_ids) + max_new_tokens, block_size) for k in kinds}
+    traces = {k: Trace([], []) for k in kinds}
+    for i in range(max_new_tokens):
+        for k in (kinds if i % 2 == 0 else kinds[::-1]):
+            new = list(prompt_ids) if i == 0 else [traces[k].tokens[-1]]
+            t0 = time.perf_counter()
+            nxt = int(torch.argmax(steppers[k].step(new)))
+            synchronize(model.device)
+            traces[k].seconds.append(time.perf_counter() - t0)
+            traces[k].tokens.append(nxt)
+    return traces
 
 
 @dataclass
@@ -61,29 +97,31 @@ class Comparison:
     prompt_len: int
     lengths: list[int]
     rows: list[dict]
-    tokens_identical: bool
+    tokens_identical: bool  # every kind's tokens equal the no-cache tokens
     speedup_at_max: float
-    reference_tokens: list[int]  # the no-cache greedy tokens (max_new_tokens of them)
+    traces: dict[str, Trace]
 
 
 def compare(model: LlamaModel, prompt_ids: list[int], max_new_tokens: int, lengths: list[int] | None = None,
-            cache: str = "contiguous") -> Comparison:
-    """Run no-cache and ``cache`` generation once each (after a short warm-up) and tabulate by length."""
-    for kind in ("none", cache):  # warm-up: allocator, thread pool, first-call overheads
-        generate(model, prompt_ids, 4, cache=kind, eos_token_id=None)
-    ref = generate(model, prompt_ids, max_new_tokens, cache="none", eos_token_id=None)
-    got = generate(model, prompt_ids, max_new_tokens, cache=cache, eos_token_id=None)
+            kinds: tuple[str, ...] = ("none", "contiguous")) -> Comparison:
+    """Run the kinds in lockstep (after a short warm-up) and tabulate no cache vs ``kinds[1]`` by length."""
+    if kinds[0] != "none" or len(kinds) < 2:
+        raise ValueError("kinds must start with 'none' followed by at least one cache")
+    lockstep(model, prompt_ids, 4, kinds)  # warm-up: allocator, thread pool, first-call overheads
+    traces = lockstep(model, prompt_ids, max_new_tokens, kinds)
+    ref, got = traces["none"], traces[kinds[1]]
     lengths = lengths or [n for n in (1, 8, 16, 32, 64, 128, 256, 512, 1024) if n <= max_new_tokens]
     if max_new_tokens not in lengths:
         lengths.append(max_new_tokens)
     cfg, p = model.config, len(prompt_ids)
     rows = []
     for n in lengths:
-        t_none, t_kv = cumulative_seconds(ref, n), cumulative_seconds(got, n)
+        t_none, t_kv = ref.cumulative(n), got.cumulative(n)
         f_none, f_kv = generation_flops(cfg, p, n, False), generation_flops(cfg, p, n, True)
         rows.append({"new_tokens": n, "no_cache_s": t_none, "kv_cache_s": t_kv, "speedup": t_none / t_kv,
                      "no_cache_gflop": f_none / 1e9, "kv_cache_gflop": f_kv / 1e9, "flop_ratio": f_none / f_kv})
-    return Comparison(p, lengths, rows, ref.token_ids == got.token_ids, rows[-1]["speedup"], ref.token_ids)
+    identical = all(traces[k].tokens == ref.tokens for k in kinds[1:])
+    return Comparison(p, lengths, rows, identical, rows[-1]["speedup"], traces)
 
 
 def main(argv: list[str] | None = None) -> int:
