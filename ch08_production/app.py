@@ -201,7 +201,8 @@ async def _sse_events(events: AsyncIterator, finish: Any, record: RequestRecord,
             async for ev in events:
                 fin = P.openai_finish(ev.finish_reason)
                 if chat:
-                    yield sse(P.chat_chunk(rid, model, {"content": ev.text} if ev.text else {}, fin, created))
+                    yield sse(P.chat_chunk(rid, model, {"content": ev.text} if ev.text or not fin else {}, fin,
+                                          created))
                 else:
                     yield sse(P.completion_chunk(rid, model, ev.text, fin, created))
         except APIError as exc:

@@ -123,8 +123,7 @@ async def run_generation(backend: Backend, request: GenerationRequest, record: R
                 record.finish_reason = finish
                 yield TextEvent(text, finish)
                 return
-            if text:
-                yield TextEvent(text)
+            yield TextEvent(text)  # one event per engine step, even when the text is held back (as vLLM)
     except APIError:
         raise
     except BackendUnavailable as exc:

@@ -218,3 +218,9 @@ def embedded_engine_server(embedded_model_dir: Path):
     srv = BackgroundServer(create_app(state), state, cfg.port).start()
     yield srv
     srv.stop(timeout_s=60)
+
+
+@pytest.fixture
+def port() -> int:
+    """A free loopback port (tests/conftest.py's helper)."""
+    return free_port()
