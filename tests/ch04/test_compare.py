@@ -28,3 +28,13 @@ def test_compare_smoke_ends_with_the_issue_keys(capsys):
     assert out["tokens_identical"] is True
     assert out["logits_max_abs_diff_vs_transformers"] <= 1e-4
     assert 0 < out["naive_kv_utilization"] < out["paged_kv_utilization"] <= 1
+
+
+@pytest.mark.slow
+def test_headline_smoke_states_measured_figures():
+    from ch04_kvcache.headline import headline
+
+    h = headline(smoke=True)
+    assert h.chapter == "ch04" and h.figures["tokens_identical"] is True
+    assert f"{h.figures['speedup_kv_cache']:.1f}x" in h.text
+    assert h.figures["paged_kv_utilization"] > h.figures["naive_kv_utilization"]
