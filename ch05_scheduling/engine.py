@@ -132,12 +132,19 @@ class LLMEngine:
         self._next_id = max(self._next_id, rid + 1)
         seq = Sequence(rid, self.encode(prompt), params or SamplingParams(),
                        arrival_time=self.clock() if arrival_time is None else arrival_time, priority=priority,
-                       tenant=tenant, predicted_output_len=predicted_output_len,
-                       eos_token_ids=self.model.config.eos_token_ids)
+                       tenant=tenant, predicted_output_len=predicted_output_len)
+        return self.add_sequence(seq)
+
+    def add_sequence(self, seq: Sequence) -> int:
+        """Add a prebuilt request (trace replays keep the object to read its timings afterwards)."""
+        if seq.seq_id in self._seqs:
+            raise UsageError(f"request id {seq.seq_id} is already in the engine")
+        seq.eos_token_ids = tuple(self.model.config.eos_token_ids)
+        self._next_id = max(self._next_id, seq.seq_id + 1)
         self.scheduler.add(seq)
-        self._seqs[rid] = seq
-        self._detok[rid] = _Detok()
-        return rid
+        self._seqs[seq.seq_id] = seq
+        self._detok[seq.seq_id] = _Detok()
+        return seq.seq_id
 
     def abort(self, request_id: int) -> RequestOutput | None:
         seq = self.scheduler.abort(request_id, self.clock())
@@ -160,12 +167,13 @@ class LLMEngine:
         if self.model.device.type == "cuda":
             torch.cuda.synchronize()
         now = self.clock()
-        self.step_log.append(StepRecord(step_features(out), now - t0))
         self.scheduler.update(out, sampled, now)
         results = []
         for s in out.scheduled:
             if s.sample:
                 results.append(self._postprocess(s.seq_id, now))
+        # the whole iteration (schedule + forward + sampling + postprocess): what the simulator must predict
+        self.step_log.append(StepRecord(step_features(out), self.clock() - t0))
         return results
 
     def _postprocess(self, rid: int, now: float) -> RequestOutput:

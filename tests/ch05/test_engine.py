@@ -97,3 +97,41 @@ def test_embedded_model_batch_matches_single_and_stops_on_strings(embedded_model
         assert o.token_ids == ref
     stopped = engine.generate([prompts[0]], SamplingParams(max_tokens=12, stop=("France",)))[0]
     assert stopped.text == "The capital of " and stopped.finish_reason == "stop"
+
+
+def test_async_stream_yields_tokens_and_a_client_leaving_aborts(tiny_model):
+    import asyncio
+
+    from ch05_scheduling.async_engine import AsyncLLMEngine
+
+    engine = AsyncLLMEngine(LLMEngine(EngineConfig(block_size=4, num_blocks=64), model=tiny_model))
+
+    async def full():
+        outs = [o async for o in engine.stream(PROMPTS[0], SamplingParams(max_tokens=6, ignore_eos=True))]
+        return outs
+
+    async def leaves():
+        n = 0
+        async for _ in engine.stream(PROMPTS[2], SamplingParams(max_tokens=200, ignore_eos=True)):
+            n += 1
+            if n == 2:
+                break
+        return n
+
+    async def main():
+        return await asyncio.gather(full(), leaves())
+
+    try:
+        outs, n = asyncio.run(main())
+        assert n == 2
+        assert [len(o.new_token_ids) for o in outs] == [1] * 6 and outs[-1].finished
+        assert outs[-1].token_ids == alone(tiny_model, PROMPTS[0], 6)
+        for _ in range(200):  # the abort lands at the next step boundary
+            if not engine.engine.has_unfinished():
+                break
+            import time
+
+            time.sleep(0.01)
+        assert engine.engine.scheduler.block_manager.num_used_blocks == 0
+    finally:
+        engine.shutdown()
