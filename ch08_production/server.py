@@ -23,7 +23,6 @@ import sys
 from collections.abc import Sequence
 
 from ch08_production.config import BACKENDS, FAILURE_POLICIES, FALLBACK_POLICIES, ServerConfig
-from common.cli import friendly_errors, make_parser
 
 _HELP = {
     "host": "interface to bind (keep 127.0.0.1 unless a proxy or pod network needs more)",
@@ -62,6 +61,8 @@ _CHOICES = {"backend": BACKENDS, "fallback_backend": BACKENDS, "on_failure": FAI
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from common.cli import make_parser  # imported here: --help and bad flags answer without loading torch
+
     parser = make_parser("python -m ch08_production.server", __doc__)
     defaults = ServerConfig(backend="transformers")
     for f in dataclasses.fields(ServerConfig):
@@ -112,6 +113,8 @@ def build_state(cfg: ServerConfig):
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = config_from_args(argv)
+    from common.cli import friendly_errors
+
     with friendly_errors():
         try:
             state = build_state(cfg)
@@ -133,5 +136,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     from ch08_production.omp import reexec_with_passive_omp
 
+    config_from_args(sys.argv[1:])  # bad flags fail fast, before the re-exec and before torch loads
     reexec_with_passive_omp("ch08_production.server")
     sys.exit(main())
