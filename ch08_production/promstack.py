@@ -241,7 +241,14 @@ def check_dashboard(prom: PrometheusProcess, dashboard: dict, rate_interval: str
 
 
 def check_records(prom: PrometheusProcess, rules: dict) -> list[QueryResult]:
-    return [prom.evaluate(name, name) for name in record_names(rules)]
+    """Every recording rule's output series, queried by name (``expr`` keeps the rule's expression)."""
+    out = []
+    for g in rules["groups"]:
+        for r in g["rules"]:
+            if "record" in r:
+                res = prom.evaluate(r["record"], r["record"])
+                out.append(dataclasses.replace(res, expr=r["expr"]))
+    return out
 
 
 def alert_states(prom: PrometheusProcess) -> dict[str, str]:
