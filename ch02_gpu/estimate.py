@@ -194,7 +194,7 @@ def vllm_gpu_kv_capacity(a: Arch, r: MemoryRequest, gpu_memory_bytes: float, uti
     non-torch memory (CUDA context; our ~1 GiB assumption), cut into blocks of ``block_size`` tokens."""
     if not 0 < utilization <= 1:
         raise ConfigError("gpu-memory-utilization must be in (0, 1]")
-    w, _, act, _ = _components(a, r, 1, 1)
+    w, _, act, _ = _components(a, r, 1, r.prefill_chunk)  # vLLM profiles one max-size batch of tokens
     space = max(0.0, gpu_memory_bytes * utilization - w - act - GiB)
     per_block = kv_bytes_per_token_per_gpu(a, r.resolved_kv_dtype, r.tp) * block_size
     return KVCapacity(int(space // per_block), block_size, per_block, space)
