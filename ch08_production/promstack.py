@@ -262,18 +262,26 @@ def alert_states(prom: PrometheusProcess) -> dict[str, str]:
     return out
 
 
-def _run_smoke_server():
-    """Our server (transformers backend, embedded model) on a free port, in this process."""
+def serve_in_thread(model: str = "smollm2-135m", served_model_name: str | None = None,
+                    cost_per_hour: float = 1.0):
+    """Our server (transformers backend) on a free loopback port in this process; ``.stop()`` when done."""
     from ch03_env.vllm_server import free_port
     from ch08_production.app import create_app
+    from ch08_production.backends.hf import TransformersBackend
     from ch08_production.config import ServerConfig
     from ch08_production.launch import BackgroundServer
-    from ch08_production.server import build_state
+    from ch08_production.state import ServerState
+    from common.loader import resolve_model_path
 
     port = free_port()
-    cfg = ServerConfig(port=port, backend="transformers", cost_per_hour=1.0, log_level="warning", json_logs=False)
-    state = build_state(cfg)
+    cfg = ServerConfig(port=port, backend="transformers", model=model, served_model_name=served_model_name,
+                       cost_per_hour=cost_per_hour, log_level="warning", json_logs=False)
+    state = ServerState(cfg, TransformersBackend(resolve_model_path(model), cfg.model_name))
     return BackgroundServer(create_app(state), state, port).start()
+
+
+def _run_smoke_server():
+    return serve_in_thread()
 
 
 def drive_load(base_url: str, model: str, n: int = 8, max_tokens: int = 8, concurrency: int = 4,

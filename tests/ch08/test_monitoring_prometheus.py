@@ -94,17 +94,7 @@ def _assert_complete(check: ps.StackCheck, ignore: tuple[str, ...] = ()) -> None
 @pytest.fixture
 def our_server(tiny_model_dir):
     """Our server (transformers backend, tiny random model, $2/hour) on a free loopback port."""
-    from ch03_env.vllm_server import free_port
-    from ch08_production.app import create_app
-    from ch08_production.backends.hf import TransformersBackend
-    from ch08_production.config import ServerConfig
-    from ch08_production.launch import BackgroundServer
-    from ch08_production.state import ServerState
-
-    cfg = ServerConfig(port=free_port(), backend="transformers", served_model_name="tiny", cost_per_hour=2.0,
-                       log_level="warning", json_logs=False)
-    state = ServerState(cfg, TransformersBackend(str(tiny_model_dir), "tiny"))
-    srv = BackgroundServer(create_app(state), state, cfg.port).start()
+    srv = ps.serve_in_thread(str(tiny_model_dir), "tiny", cost_per_hour=2.0)
     yield srv
     srv.stop(timeout_s=30)
 

@@ -1,0 +1,1 @@
+"""Reference solutions for the chapter 8 exercises."""
