@@ -1,4 +1,4 @@
-"""How many replicas a TTFT SLO needs at each load, and what a slow scale-up costs (book 8.6.1, 8.3).
+"""How many replicas a TTFT SLO needs at each load, and what a slow scale-up costs (book 8.6.3, 8.3).
 
 Driven by ch05's discrete-event simulator: the real scheduler (continuous batching, chunked prefill,
 KV-capacity preemption) with a step-time cost model calibrated on this machine by

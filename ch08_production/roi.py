@@ -1,4 +1,4 @@
-"""Cost per 1M tokens, the ROI of each optimisation, and break-even points (book 8.7, 8.6.3).
+"""Cost per 1M tokens, the ROI of each optimisation, and break-even points (book 8.7, 8.6.1, 8.6.4).
 
 Inputs are either measured (``--measure URL`` replays a short streaming benchmark against a running
 server with ch03's client; ``--smoke`` measures our own server in-process) or given (``--tokens-per-s``),
