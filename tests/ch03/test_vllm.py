@@ -88,3 +88,30 @@ def test_offline_vllm_greedy_answer_equals_transformers(embedded_hf_model, embed
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = parse_json_line(proc.stdout)
     assert data["answers"][0].strip() == hf_answer
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_server_cli_stops_vllm_on_sigterm():
+    import re
+    import signal
+
+    env = dict(os.environ)
+    env.pop("VIRTUAL_ENV", None)
+    proc = subprocess.Popen([os.path.join(REPO, ".venv", "bin", "python"), "-m", "ch03_env.vllm_server",
+                             "--port", "0"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        line = ""
+        for line in proc.stdout:  # the first line is printed once /health answers
+            if line.startswith("vLLM serving"):
+                break
+        url = re.search(r"http://127\.0\.0\.1:\d+", line).group(0)
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 130
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{url}/health", timeout=5)  # vLLM's whole process group is gone, port closed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
