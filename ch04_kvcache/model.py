@@ -13,6 +13,7 @@ matches ``transformers`` logits in fp32. Attention takes a cache object:
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -237,7 +238,7 @@ class LlamaModel(nn.Module):
             raise ModelLoadError(f"unknown load format {load_format!r}; choose one of {', '.join(LOAD_FORMATS)}.")
         spec = None if path_or_spec is None else str(path_or_spec)
         if load_format == "dummy":
-            cfg = ModelConfig.from_dict(load_config(spec))
+            cfg = _config_or_error(load_config(spec))
             with torch.device(device):
                 model = cls(cfg).to(dtype)
             for name, p in model.named_parameters():  # small random weights keep activations finite
@@ -252,7 +253,7 @@ class LlamaModel(nn.Module):
         if not folder.is_dir():
             raise ModelLoadError(f"{spec!r} is not a local folder; this model loads local safetensors folders "
                                  f"only (download it first, or use --load-format dummy).")
-        cfg = ModelConfig.from_pretrained(folder)
+        cfg = _config_or_error(json.loads((folder / "config.json").read_text()))
         with torch.device("meta"):
             model = cls(cfg)
         model.load_state_dict(_read_safetensors(folder, cfg), strict=True, assign=True)
@@ -260,6 +261,15 @@ class LlamaModel(nn.Module):
             model.lm_head.weight = model.embed_tokens.weight
         model.rotary.inv_freq = rope_inv_freq(cfg)  # buffers built on "meta" must be rebuilt
         return model.to(device=device, dtype=dtype).eval()
+
+
+def _config_or_error(d: dict) -> ModelConfig:
+    from common.loader import ModelLoadError
+
+    try:
+        return ModelConfig.from_dict(d)
+    except ValueError as exc:  # unsupported architecture or a broken config: one sentence, not a traceback
+        raise ModelLoadError(f"this model cannot be built from that config: {exc}") from None
 
 
 def _read_safetensors(folder: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
