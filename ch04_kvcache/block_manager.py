@@ -165,12 +165,9 @@ class BlockManager:
         return block
 
     # ------------------------------------------------------------------ mutations
-    def allocate(self, seq_id: int, token_ids: Sequence[int]) -> list[int]:
-        """Give a new sequence the blocks for its prompt; returns its block table."""
-        if seq_id in self._tables:
-            raise ValueError(f"sequence {seq_id} already has blocks; free it first")
-        tokens, bs = list(token_ids), self.block_size
-        num_full = len(tokens) // bs
+    def _plan(self, tokens: list[int]) -> tuple[list[int], list[int], int, int]:
+        """(chain hashes of the full blocks, prefix-hit blocks, new blocks to take, free blocks usable)."""
+        bs, num_full = self.block_size, len(tokens) // self.block_size
         hashes: list[int] = []
         parent: int | None = None
         for i in range(num_full):
@@ -178,17 +175,28 @@ class BlockManager:
             hashes.append(parent)
         hits: list[int] = []
         if self.enable_prefix_caching:
-            max_hit_blocks = max(len(tokens) - 1, 0) // bs
-            for i in range(max_hit_blocks):
+            for i in range(max(len(tokens) - 1, 0) // bs):
                 block = self._lookup(hashes[i], tokens[i * bs:(i + 1) * bs])
                 if block is None:
                     break
                 hits.append(block)
-        need = self._blocks_for(len(tokens)) - len(hits)
-        revived = sum(1 for b in hits if self._ref[b] == 0)
-        if need > len(self._free) - revived:
-            raise OutOfBlocks(f"sequence {seq_id} needs {need} new blocks, "
-                              f"{len(self._free) - revived} are free")
+        revived = sum(1 for b in hits if self._ref[b] == 0)   # cached free blocks the hits take back
+        return hashes, hits, self._blocks_for(len(tokens)) - len(hits), len(self._free) - revived
+
+    def can_allocate_prompt(self, token_ids: Sequence[int]) -> bool:
+        """Like ``can_allocate`` but counting prefix hits: exactly when ``allocate`` would succeed."""
+        _, _, need, available = self._plan(list(token_ids))
+        return need <= available
+
+    def allocate(self, seq_id: int, token_ids: Sequence[int]) -> list[int]:
+        """Give a new sequence the blocks for its prompt; returns its block table."""
+        if seq_id in self._tables:
+            raise ValueError(f"sequence {seq_id} already has blocks; free it first")
+        tokens, bs = list(token_ids), self.block_size
+        num_full = len(tokens) // bs
+        hashes, hits, need, available = self._plan(tokens)
+        if need > available:
+            raise OutOfBlocks(f"sequence {seq_id} needs {need} new blocks, {available} are free")
         # From here on nothing can fail.
         if self.enable_prefix_caching:
             self.prefix_queries += max(len(tokens) - 1, 0) // bs

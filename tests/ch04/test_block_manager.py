@@ -118,6 +118,21 @@ def test_appended_full_block_becomes_shareable():
     assert bm.num_cached_tokens(1) == 2 and bm.block_table(1)[0] == bm.block_table(0)[0]
 
 
+def test_can_allocate_prompt_counts_prefix_hits():
+    bm = BlockManager(num_blocks=4, block_size=2, enable_prefix_caching=True)
+    bm.allocate(0, [1, 2, 3, 4, 5])                      # 3 blocks live, 1 free
+    assert not bm.can_allocate(5) and not bm.can_allocate_prompt([9, 9, 9, 9, 9])
+    assert bm.can_allocate_prompt([1, 2, 3, 4, 6])       # 2 blocks shared with seq 0: 1 new block
+    bm.allocate(1, [1, 2, 3, 4, 6])
+    assert bm.num_cached_tokens(1) == 4 and bm.num_free_blocks == 0
+    bm.free(0)
+    bm.free(1)
+    bm.allocate(2, [7])
+    bm.allocate(3, [8])                                  # uncached blocks go first: both hits survive
+    assert not bm.can_allocate_prompt([1, 2, 3, 4, 6])   # reviving 2 cached free blocks + 1 new > 2 free
+    assert bm.can_allocate_prompt([1, 2, 3])
+
+
 def test_out_of_blocks_leaves_state_unchanged():
     bm = BlockManager(num_blocks=2, block_size=2)
     bm.allocate(0, [1, 2, 3])
@@ -181,13 +196,16 @@ class BlockManagerMachine(RuleBasedStateMachine):
         seq, before = self.next_id, snapshot(self.bm)
         self.next_id += 1
         free = self.bm.num_free_blocks
+        predicted = self.bm.can_allocate_prompt(prompt)
         try:
             table = self.bm.allocate(seq, prompt)
         except OutOfBlocks:
             assert snapshot(self.bm) == before
             assert self.bm.enable_prefix_caching or not self.bm.can_allocate(len(prompt))
+            assert not predicted
             self.out_of_blocks_seen += 1
             return
+        assert predicted
         self.tokens[seq] = list(prompt)
         cached = self.bm.num_cached_tokens(seq)
         assert cached % self.bm.block_size == 0 and cached <= max(len(prompt) - 1, 0)
