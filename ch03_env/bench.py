@@ -245,6 +245,18 @@ def build_requests(cfg: BenchConfig) -> list[WorkloadRequest]:
                            max_output_len=cfg.max_output_len, fixed_output_len=cfg.fixed_output_len)
 
 
+def preflight(cfg: BenchConfig) -> str | None:
+    """None when something answers at ``cfg.base_url``, else the sentence to show (checked before sampling)."""
+    import httpx
+
+    try:
+        httpx.get(f"{cfg.base_url}/v1/models", timeout=10.0, headers={"Authorization": f"Bearer {cfg.api_key}"})
+    except httpx.HTTPError as exc:
+        return (f"nothing answers at {cfg.base_url} ({type(exc).__name__}); start a server first, e.g. "
+                "python -m ch03_env.vllm_server --port 8000, or use --start-vllm.")
+    return None
+
+
 def run_benchmark(cfg: BenchConfig, requests: list[WorkloadRequest] | None = None,
                   transport: Any = None) -> BenchReport:
     """Sample (unless ``requests`` is given), run, and summarise one benchmark."""
@@ -304,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
                               num_requests=args.num_requests, concurrency=args.concurrency,
                               request_rate=args.request_rate, seed=args.seed, max_output_len=args.max_output_len,
                               ignore_eos=not args.no_ignore_eos, tokenizer=args.tokenizer)
+            problem = preflight(cfg)
+            if problem:
+                raise ValueError(problem)
             report = run_benchmark(cfg)
         except (ValueError, VLLMUnavailable) as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -104,4 +104,5 @@ def test_cli_with_unreachable_server_fails_in_one_sentence(capsys):
 
     rc = main(["--base-url", f"http://127.0.0.1:{free_port()}", "--smoke"])
     err = capsys.readouterr().err
-    assert rc == 1 and err.startswith("error: no request succeeded") and "Traceback" not in err
+    assert rc == 2 and err.startswith("error: nothing answers at") and "Traceback" not in err
+    assert err.count("\n") == 1
