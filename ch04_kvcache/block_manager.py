@@ -188,6 +188,10 @@ class BlockManager:
         _, _, need, available = self._plan(list(token_ids))
         return need <= available
 
+    def prefix_hit_tokens(self, token_ids: Sequence[int]) -> int:
+        """Prompt tokens ``allocate`` would serve from the prefix cache, without allocating (a probe)."""
+        return len(self._plan(list(token_ids))[1]) * self.block_size
+
     def allocate(self, seq_id: int, token_ids: Sequence[int]) -> list[int]:
         """Give a new sequence the blocks for its prompt; returns its block table."""
         if seq_id in self._tables:

@@ -197,6 +197,7 @@ class BlockManagerMachine(RuleBasedStateMachine):
         self.next_id += 1
         free = self.bm.num_free_blocks
         predicted = self.bm.can_allocate_prompt(prompt)
+        hit_tokens = self.bm.prefix_hit_tokens(prompt)
         try:
             table = self.bm.allocate(seq, prompt)
         except OutOfBlocks:
@@ -208,6 +209,7 @@ class BlockManagerMachine(RuleBasedStateMachine):
         assert predicted
         self.tokens[seq] = list(prompt)
         cached = self.bm.num_cached_tokens(seq)
+        assert cached == hit_tokens
         assert cached % self.bm.block_size == 0 and cached <= max(len(prompt) - 1, 0)
         if not self.bm.enable_prefix_caching:
             assert cached == 0 and free - self.bm.num_free_blocks == len(table)
