@@ -107,7 +107,9 @@ class Balancer:
             raise NoHealthyReplica("no healthy replica")
         if self.cfg.policy == "round_robin":
             return pool[next(self._turn) % len(pool)]
-        least = min(pool, key=lambda r: r.outstanding)
+        fewest = min(r.outstanding for r in pool)
+        tied = [r for r in pool if r.outstanding == fewest]
+        least = tied[next(self._turn) % len(tied)]  # rotate among ties: an idle fleet still shares work
         if self.cfg.policy == "least_outstanding":
             return least
         home = max(pool, key=lambda r: _weight(key, r.url))
