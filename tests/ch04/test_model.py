@@ -80,3 +80,18 @@ def test_dummy_load_format_gives_random_weights_with_preset_shapes():
     assert m.config.num_layers == 30
     with torch.no_grad():
         assert torch.isfinite(m(_ids(49152, 1, 4))).all()
+
+
+@pytest.mark.gpu
+def test_model_and_paged_generation_on_cuda_match_cpu(tiny_model):
+    from ch04_kvcache.generate import generate
+
+    ours, _ = tiny_model
+    ids = _ids(256, 1, 20)
+    with torch.no_grad():
+        cpu = ours(ids)
+        gpu = ours.to("cuda")(ids.to("cuda")).cpu()
+    torch.testing.assert_close(gpu, cpu, atol=1e-3, rtol=1e-3)  # TF32/cuBLAS order differs from CPU
+    prompt = ids[0].tolist()
+    assert generate(ours, prompt, 8, cache="paged", eos_token_id=None).token_ids == \
+        generate(ours, prompt, 8, cache="contiguous", eos_token_id=None).token_ids
