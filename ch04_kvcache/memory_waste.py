@@ -142,7 +142,7 @@ def memory_vs_length(config: ModelConfig, lengths: Sequence[int], block_size: in
             raise AssertionError(f"PagedKVCache holds {measured} bytes, the formula says {paged}")
         rows.append({"seq_len": n, "need_fp32_MiB": n * bpt / 2**20, "paged_fp32_MiB": paged / 2**20,
                      "paged_measured": "yes" if measured is not None else "formula",
-                     "naive_fp32_MiB": max(max_len, n) * bpt / 2**20,
+                     "naive_fp32_MiB": max_len * bpt / 2**20 if n <= max_len else None,  # None: does not fit
                      "need_bf16_MiB": n * config.kv_bytes_per_token(2) / 2**20})
     return rows
 
@@ -210,13 +210,15 @@ def main(argv: list[str] | None = None) -> int:
         rows = memory_vs_length(config, lens, args.block_size, args.max_len, 512 if args.smoke else 2048)
         ctx = context_rows(args.memory_gib, args.block_size)
         if not args.json:
-            print_table(rows, title=f"KV memory of one sequence ({args.model}, {bpt:.0f} bytes/token fp32)",
+            print_table([{k: "does not fit" if v is None else v for k, v in r.items()} for r in rows], title=f"KV memory of one sequence ({args.model}, {bpt:.0f} bytes/token fp32)",
                         floatfmt=".2f")
             print_table(ctx, title=f"longest context in {args.memory_gib:g} GiB of KV (block {args.block_size})",
                         floatfmt=".0f")
         png = save_plot(reports_dir("ch04") / "kv_memory_vs_length.png",
-                        {"naive (max_len reserved)": (lens, [r["naive_fp32_MiB"] for r in rows]),
-                         "paged (block reserved)": (lens, [r["paged_fp32_MiB"] for r in rows]),
+                        {f"naive fp32 ({args.max_len} reserved)": (
+                            [r["seq_len"] for r in rows if r["naive_fp32_MiB"] is not None],
+                            [r["naive_fp32_MiB"] for r in rows if r["naive_fp32_MiB"] is not None]),
+                         "paged fp32 (whole blocks)": (lens, [r["paged_fp32_MiB"] for r in rows]),
                          "bf16 need": (lens, [r["need_bf16_MiB"] for r in rows])},
                         title=f"KV cache of one sequence, {args.model}", xlabel="sequence length (tokens)",
                         ylabel="MiB", logx=True, logy=True)

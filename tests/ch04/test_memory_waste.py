@@ -72,8 +72,9 @@ def test_paged_utilization_beats_goal_on_sharegpt():
 
 def test_memory_vs_length_measures_the_real_paged_cache():
     cfg = ModelConfig.from_dict(load_config("smollm2-135m"))
-    rows = memory_vs_length(cfg, [10, 16, 100], block_size=16, max_len=2048, measure_up_to=128)
-    assert [r["paged_measured"] for r in rows] == ["yes"] * 3
+    rows = memory_vs_length(cfg, [10, 16, 100, 4096], block_size=16, max_len=2048, measure_up_to=128)
+    assert [r["paged_measured"] for r in rows] == ["yes"] * 3 + ["formula"]
+    assert rows[3]["naive_fp32_MiB"] is None                         # longer than the naive reservation
     assert rows[0]["paged_fp32_MiB"] == rows[1]["paged_fp32_MiB"] == 16 * 46080 / 2**20
     assert rows[2]["naive_fp32_MiB"] == 2048 * 46080 / 2**20
 
