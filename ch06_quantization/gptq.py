@@ -199,42 +199,49 @@ def shared_input_groups(names: list[str]) -> list[tuple[str, ...]]:
 
 
 @torch.no_grad()
+def gptq_quantize_block(block: nn.Module, runner: BlockRunner, cfg: GPTQConfig) -> int:
+    """Hessians from the block's calibration inputs, then GPTQ of each of its linears (in place).
+
+    Returns the bytes of statistics held for this block (Hessians + activations): the peak of the run.
+    """
+    linears = block_linears(block)
+    groups = shared_input_groups(list(linears))
+    hs = {g[0]: HessianAccumulator(linears[g[0]].in_features) for g in groups}  # one H per shared input
+    with InputCollector({n: linears[n] for n in hs}, lambda name, x: hs[name].add(x)):
+        for x in runner.chunks():
+            runner.block_forward(block, x)
+    for names in groups:
+        # Linears fed by the same input share H (and, with act-order, the column order): stacking their
+        # rows runs one column sweep instead of several. Rows are independent, so this is exact.
+        W = torch.cat([linears[n].weight.data for n in names])  # [sum(out), in]
+        qw = gptq_quantize_weight(W, hs[names[0]].H, cfg)
+        start = 0
+        for n in names:
+            rows = slice(start, start + linears[n].out_features)
+            per_row = qw.scales.shape[0] > 1
+            part = QuantizedWeight(qw.q[rows], qw.scales[rows] if per_row else qw.scales,
+                                   qw.zeros[rows] if per_row else qw.zeros, qw.spec, qw.g_idx)
+            set_module(block, n, QuantLinear(part, linears[n].bias))
+            start = rows.stop
+    return sum(h.H.numel() * 4 for h in hs.values()) + runner.inputs.x.numel() * 4
+
+
+@torch.no_grad()
 def gptq_quantize_model(model: nn.Module, calib_ids: torch.Tensor, cfg: GPTQConfig, batch: int = 4,
                         progress: bool = False) -> GPTQReport:
     """Quantize every decoder linear of ch04's ``LlamaModel`` in place, block by block."""
     t0 = time.perf_counter()
     runner = BlockRunner(model, calib_ids, batch=batch)
     peak = [0]
-    count = [0]
 
     def quantize_block(i: int, block: nn.Module, r: BlockRunner) -> None:
-        linears = block_linears(block)
-        groups = shared_input_groups(list(linears))
-        hs = {g[0]: HessianAccumulator(linears[g[0]].in_features) for g in groups}  # one H per shared input
-        with InputCollector({n: linears[n] for n in hs}, lambda name, x: hs[name].add(x)):
-            for x in r.chunks():
-                r.block_forward(block, x)
-        stats = sum(h.H.numel() * 4 for h in hs.values()) + r.inputs.x.numel() * 4
-        peak[0] = max(peak[0], stats)
-        for names in groups:
-            # Linears fed by the same input share H (and, with act-order, the column order): stacking
-            # their rows runs one column sweep instead of several. Rows are independent, so this is exact.
-            W = torch.cat([linears[n].weight.data for n in names])  # [sum(out), in]
-            qw = gptq_quantize_weight(W, hs[names[0]].H, cfg)
-            start = 0
-            for n in names:
-                rows = linears[n].out_features
-                part = QuantizedWeight(qw.q[start:start + rows], qw.scales[start:start + rows] if
-                                       qw.scales.shape[0] > 1 else qw.scales, qw.zeros[start:start + rows] if
-                                       qw.zeros.shape[0] > 1 else qw.zeros, qw.spec, qw.g_idx)
-                set_module(block, n, QuantLinear(part, linears[n].bias))
-                start += rows
-                count[0] += 1
+        peak[0] = max(peak[0], gptq_quantize_block(block, r, cfg))
         if progress:
             print(f"  gptq block {i + 1}/{r.num_layers} ({time.perf_counter() - t0:.1f} s)", flush=True)
 
     runner.run_all(quantize_block)
-    return GPTQReport(time.perf_counter() - t0, runner.num_layers, count[0], peak[0])
+    count = sum(isinstance(m, QuantLinear) for m in model.layers.modules())
+    return GPTQReport(time.perf_counter() - t0, runner.num_layers, count, peak[0])
 
 
 def main(argv: list[str] | None = None) -> int:

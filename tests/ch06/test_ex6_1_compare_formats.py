@@ -1,0 +1,18 @@
+"""Exercise 6.1: compare formats for speed and accuracy."""
+
+from __future__ import annotations
+
+import torch
+
+
+def test_formats_are_ordered_by_bits_in_error_and_bytes(exercise):
+    mod = exercise("ch06_quantization", "ex6_1_compare_formats")
+    torch.manual_seed(0)
+    W, X = torch.randn(128, 256) * 0.02, torch.randn(8, 256)
+    res = {r.format: r for r in mod.compare_formats(W, X, repeats=1)}
+    assert list(res) == list(mod.FORMATS)
+    assert res["fp32"].output_rel_err == 0
+    assert res["fp16"].output_rel_err < res["int8"].output_rel_err < res["int4-g64"].output_rel_err
+    assert res["fp32"].bytes == 128 * 256 * 4 and res["fp16"].bytes == res["fp32"].bytes // 2
+    assert res["int4-g64"].bytes < res["int8"].bytes < res["fp16"].bytes
+    assert all(r.matmul_s > 0 for r in res.values())
