@@ -3,7 +3,8 @@
 Write ``write_overlay(out_dir, spec)``: a folder with a ``kustomization.yaml`` that uses ``k8s/base`` as
 its base (by a *relative* path: kustomize refuses absolute ones) and patches it so that
 
-* the Deployment ``llm-server`` runs ``spec.replicas`` replicas of ``spec.image``;
+* the Deployment ``llm-server`` runs ``spec.replicas`` replicas of ``spec.image`` (the base's image is
+  ``llmic:cpu``: kustomize's ``images`` field renames it);
 * with ``spec.gpus > 0``, the ``server`` container requests and limits ``nvidia.com/gpu: spec.gpus``, and
   the pod tolerates the ``nvidia.com/gpu`` taint (``operator: Exists``, ``effect: NoSchedule``);
 * the HPA ``llm-server`` scales between ``spec.replicas`` and ``spec.max_replicas``;
@@ -24,7 +25,7 @@ from ch08_production.k8s_manifests import K8S_DIR  # noqa: F401 - you will need 
 
 @dataclass(frozen=True)
 class OverlaySpec:
-    image: str = "ghcr.io/your-org/llm-inference-companion:0.1.0-cpu"
+    image: str = "llmic:cpu"
     replicas: int = 2
     max_replicas: int = 6
     gpus: int = 0
