@@ -21,10 +21,10 @@ from common.paths import reports_dir
 from common.report import emit_json, print_table, save_plot
 
 
-def read_bandwidth(nbytes: int, device: str = "cpu", repeats: int = 5) -> float:
-    """Bytes/s reading a buffer of ``nbytes`` (summing it), looped so each timed call reads >= 64 MB."""
+def read_bandwidth(nbytes: int, device: str = "cpu", repeats: int = 5, per_call: int = 64 << 20) -> float:
+    """Bytes/s reading a buffer of ``nbytes`` (summing it), looped so each timed call reads ``per_call``."""
     x = torch.ones(max(1, nbytes // 4), device=device)
-    loops = max(1, (64 << 20) // nbytes)
+    loops = max(1, per_call // nbytes)
 
     def fn() -> None:
         for _ in range(loops):
@@ -49,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     add_common_args(parser, model=False, smoke=True)
     args = parser.parse_args(argv)
     with friendly_errors():
-        sizes_kb = [256, 4096, 65536] if args.smoke else [256, 1024, 4096, 16384, 65536, 262144]
-        bws = [read_bandwidth(kb << 10, repeats=2 if args.smoke else 5) for kb in sizes_kb]
+        sizes_kb = [256, 4096, 32768] if args.smoke else [256, 1024, 4096, 16384, 65536, 262144]
+        per_call = (16 << 20) if args.smoke else (64 << 20)
+        bws = [read_bandwidth(kb << 10, repeats=2 if args.smoke else 5, per_call=per_call) for kb in sizes_kb]
         rows = [{"working set": f"{kb // 1024} MB" if kb >= 1024 else f"{kb} KB", "GB/s": bw / 1e9}
                 for kb, bw in zip(sizes_kb, bws, strict=True)]
         png = save_plot(reports_dir("ch02") / "hierarchy.png", {"read": ([kb / 1024 for kb in sizes_kb],
