@@ -112,8 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=24, help="requests in the validation trace")
     parser.add_argument("--rate", type=float, default=1.0, help="validation arrival rate, requests/s")
     parser.add_argument("--max-output", type=int, default=96, help="output cap of the validation trace")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = parser.parse_args(argv)
     with friendly_errors():
+        if args.threads > 0:
+            import torch
+
+            torch.set_num_threads(args.threads)
         engine = LLMEngine(EngineConfig(model=args.model, device=args.device, dtype=args.dtype,
                                         load_format=args.load_format, seed=args.seed, max_num_seqs=16))
         cost = calibrate(engine, smoke=args.smoke, seed=args.seed)

@@ -85,6 +85,7 @@ class RequestOutput:
 class _Detok:
     emitted_tokens: int = 0
     emitted_text: str = ""
+    stopped: bool = False     # a stop string was found: seq.output_text is final (truncated)
 
 
 @dataclass
@@ -184,6 +185,7 @@ class LLMEngine:
                 at = text.find(stop)
                 if at >= 0:
                     seq.output_text = text[:at]
+                    self._detok[rid].stopped = True
                     if not seq.is_finished:
                         self.scheduler.finish(rid, FinishReason.STOP, now)
                     break
@@ -194,7 +196,7 @@ class LLMEngine:
     def _output(self, seq: Sequence) -> RequestOutput:
         d = self._detok.setdefault(seq.seq_id, _Detok())
         text = seq.output_text
-        if self.tokenizer is not None and not (seq.params.stop and seq.finish_reason is FinishReason.STOP):
+        if self.tokenizer is not None and not d.stopped:
             text = self.tokenizer.decode(seq.output_token_ids, skip_special_tokens=True)
             if not seq.is_finished and text.endswith("\ufffd"):
                 text = d.emitted_text          # an incomplete UTF-8 character: wait for the next token
