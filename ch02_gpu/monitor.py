@@ -172,9 +172,12 @@ class Monitor:
         if self._writer:
             self._writer.writerow(row)
             self._file.flush()
-        if self.live:
-            print("  ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
-                  flush=True)
+        if self.live:  # a live table: header once, then one fixed-width line per sample
+            width = max(len(c) for c in self.columns) + 1
+            if len(self.samples) == 1:
+                print("".join(c.rjust(width) for c in self.columns), flush=True)
+            print("".join((f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c])).rjust(width)
+                          for c in self.columns), flush=True)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -247,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
             print("error: --interval and --duration must be positive", file=sys.stderr)
             return 2
         csv_path = args.csv or reports_dir("ch02") / "monitor.csv"
+        note = nvml_reason() if not args.cpu else None
+        if note:  # say it before the run, not after
+            print(note, file=sys.stderr, flush=True)
         rc = 0
         if args.command:
             rc, mon = monitor_command(args.command, args.interval, csv_path, args.cpu, args.live)
@@ -255,8 +261,6 @@ def main(argv: list[str] | None = None) -> int:
             mon = Monitor(interval=args.interval, csv_path=csv_path, sampler=sampler, live=args.live, note=note)
             with mon:
                 time.sleep(min(args.duration, 1.0) if args.smoke else args.duration)
-        if mon.note:
-            print(mon.note, file=sys.stderr)
         if not args.json:
             print(format_table(mon.summary(), title=f"{len(mon.samples)} samples from {mon.sampler.source}"))
             print(f"CSV: {csv_path}")
