@@ -4,7 +4,7 @@
     python -m ch03_env.profile_generate --new-tokens 32 --top 15
 
 Writes a Chrome/Perfetto trace (open ``chrome://tracing`` or https://ui.perfetto.dev and load the file) to
-``reports/ch03/generate_trace.json``, prints the operators that took the most self time, and ends with one
+``reports/tmp/ch03/generate_trace.json`` (git-ignored: traces are large), prints the operators that took the most self time, and ends with one
 JSON line. One warm-up ``generate`` runs first so the trace shows steady-state decode, not first-call
 allocation. On a GPU, CUDA kernels are recorded too (``ProfilerActivity.CUDA``).
 """
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         model = load_hf_model(args.model, device, dtype, args.load_format)
         ids = torch.tensor([chat_ids(tok, FRANCE_PROMPT)], device=device)  # (1, T_prompt)
         prof, seconds = profile_generate(model, ids, new_tokens, device)
-    trace = reports_dir("ch03") / "generate_trace.json"
+    trace = reports_dir("tmp", "ch03") / "generate_trace.json"
     prof.export_chrome_trace(str(trace))
     rows = top_ops(prof, args.top, device)
     if not args.json:
