@@ -4,8 +4,8 @@
     python -m ch03_env.profile_generate --new-tokens 32 --top 15
 
 Writes a Chrome/Perfetto trace (open ``chrome://tracing`` or https://ui.perfetto.dev and load the file) to
-``reports/tmp/ch03/generate_trace.json`` (git-ignored: traces are large), prints the operators that took the most self time, and ends with one
-JSON line. One warm-up ``generate`` runs first so the trace shows steady-state decode, not first-call
+``reports/tmp/ch03/generate_trace.json`` (git-ignored: traces are large), prints the operators that took
+the most self time, and ends with one JSON line. One warm-up ``generate`` runs first so the trace shows steady-state decode, not first-call
 allocation. On a GPU, CUDA kernels are recorded too (``ProfilerActivity.CUDA``).
 """
 
