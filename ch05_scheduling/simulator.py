@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ch05_scheduling.cost_model import CostModel
+from ch05_scheduling.length_predictor import BucketPredictor
 from ch05_scheduling.metrics import SLO, summarize_requests
 from ch05_scheduling.policies import POLICY_NAMES, Policy, make_policy
 from ch05_scheduling.scheduler import Scheduler, SchedulerConfig
@@ -134,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     add_common_args(parser, model=False)
     parser.add_argument("--n", type=int, default=200, help="requests in the trace")
     parser.add_argument("--arrivals", choices=("poisson", "bursty", "offline"), default="poisson")
-    parser.add_argument("--rate", type=float, default=3.0, help="mean arrival rate, requests/s")
+    parser.add_argument("--rate", type=float, default=1.5, help="mean arrival rate, requests/s")
     parser.add_argument("--policies", default=",".join(POLICY_NAMES), help="comma-separated policy names")
     parser.add_argument("--num-blocks", type=int, default=728, help="KV blocks of 16 tokens (728 = 512 MiB fp32)")
-    parser.add_argument("--max-num-seqs", type=int, default=32)
+    parser.add_argument("--max-num-seqs", type=int, default=8)
     parser.add_argument("--max-num-batched-tokens", type=int, default=512)
     parser.add_argument("--ttft-slo", type=float, default=5.0, help="TTFT SLO, seconds")
     parser.add_argument("--tpot-slo", type=float, default=0.3, help="TPOT SLO, seconds")
@@ -154,10 +155,15 @@ def main(argv: list[str] | None = None) -> int:
                               max_num_batched_tokens=args.max_num_batched_tokens)
         slo = SLO(args.ttft_slo, args.tpot_slo)
         oracle = {r.request_id: r.output_len for r in trace}
+        predictor = BucketPredictor.fit(synthetic_trace(400, args.seed + 1000, tenants=3))
+        runs = [(n, n, oracle if n == "sjf" else None) for n in args.policies.split(",")]
+        if "sjf" in args.policies.split(","):
+            runs += [("sjf", "sjf (predictor)", predictor.predict_trace(trace)),
+                     ("sjf", "sjf (inverted)", {k: 10_000 - v for k, v in oracle.items()})]
         rows = []
-        for name in args.policies.split(","):
-            m = simulate(trace, cfg, name, cost, predictions=oracle if name == "sjf" else None).metrics(slo)
-            rows.append({"policy": name, "tok/s": m["throughput_tok_s"], "ttft p50": m["ttft_p50"],
+        for name, label, pred in runs:
+            m = simulate(trace, cfg, name, cost, predictions=pred).metrics(slo)
+            rows.append({"policy": label, "tok/s": m["throughput_tok_s"], "ttft p50": m["ttft_p50"],
                          "ttft p99": m["ttft_p99"], "tpot p50": m["tpot_p50"], "e2e p90": m["e2e_p90"],
                          "queue p90": m["queue_p90"], "SLO ok": m["slo_attainment"],
                          "goodput rps": m["goodput_rps"], "preempt": m["preemptions"]})

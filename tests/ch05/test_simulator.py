@@ -86,3 +86,16 @@ def test_timeline_figure_is_written(tmp_path):
     assert path.stat().st_size > 10_000
     s, c = results["static"].metrics(), results["continuous"].metrics()
     assert c["ttft_mean"] < s["ttft_mean"]
+
+
+def test_bucket_predictor_learns_length_buckets_and_sjf_uses_it():
+    from ch05_scheduling.length_predictor import BucketPredictor, mean_abs_error, oracle
+    from ch05_scheduling.workload import TraceRequest
+
+    # output length grows with prompt length: a bucket predictor must beat a constant guess
+    train = [TraceRequest(i, 0.0, tuple(range(p)), p // 2) for i, p in enumerate(range(8, 400, 3))]
+    test = [TraceRequest(i, 0.0, tuple(range(p)), p // 2) for i, p in enumerate(range(10, 400, 17))]
+    pred = BucketPredictor.fit(train, buckets=8).predict_trace(test)
+    const = {r.request_id: 100 for r in test}
+    assert mean_abs_error(pred, test) < mean_abs_error(const, test) / 2
+    assert mean_abs_error(oracle(test), test) == 0
