@@ -14,8 +14,10 @@ present at t=0 (offline throughput), run by:
   defaults kept: chunked prefill and prefix caching on -- so ours runs with prefix caching on too).
 
 It also checks that greedy outputs in the batch equal each request run alone (ch04's ``generate``),
-and measures the simulator's error: a cost model is fitted on the *static* run's step log and used to
-simulate the *continuous* run; throughput and mean TTFT are compared with the real run.
+and measures the simulator's error: a cost model is fitted on the step logs of the two real runs (step
+times drift with the machine's load, so a model from another moment would mostly measure that drift),
+the simulator replays the continuous run's trace with the same scheduler settings, and its throughput
+and mean TTFT are compared with the real run's.
 
     python -m ch05_scheduling.bench --smoke           # seconds, no vLLM
     python -m ch05_scheduling.bench --n 64 --max-output 256
@@ -33,6 +35,7 @@ from ch05_scheduling.engine import EngineConfig, LLMEngine
 from ch05_scheduling.metrics import summarize_requests
 from ch05_scheduling.policies import make_policy
 from ch05_scheduling.replay import replay
+from ch05_scheduling.scheduler import Scheduler
 from ch05_scheduling.simulator import simulate
 from ch05_scheduling.vllm_bench import has_vllm, run_vllm
 from ch05_scheduling.workload import TraceRequest, sharegpt_trace
@@ -42,7 +45,9 @@ from common.loader import resolve_model_path
 
 
 def engine_run(engine: LLMEngine, trace: list[TraceRequest], policy: str) -> tuple[dict, list, list]:
-    engine.scheduler.policy = make_policy(policy)
+    # a fresh scheduler (and block manager): the second run must not hit the first run's prefix cache
+    engine.scheduler = Scheduler(engine.config.scheduler_config(engine.scheduler.config.num_blocks),
+                                 make_policy(policy))
     engine.step_log.clear()
     seqs = replay(engine, trace)
     return summarize_requests(seqs), seqs, list(engine.step_log)
@@ -96,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         trace = sharegpt_trace(engine.tokenizer, n, args.seed, max_output=max_out, max_prompt=max_prompt)
         tokens = sum(r.output_len for r in trace)
         engine.generate([list(trace[0].prompt_token_ids)], None)  # warm-up
-        cont, cont_seqs, _ = engine_run(engine, trace, "continuous")
+        cont, cont_seqs, cont_log = engine_run(engine, trace, "continuous")
         static, _, static_log = engine_run(engine, trace, "static")
-        cost = fit(static_log, {"source": "fitted on this run's static-batching steps"})
+        # Step times drift with the machine's load, so the cost model is fitted on this run's own step
+        # logs (both modes); the simulator must then reproduce the scheduling: queueing, TTFT, throughput.
+        cost = fit(cont_log + static_log, {"source": "fitted on this run's step logs (static + continuous)"})
         sim = simulate(trace, engine.scheduler.config, "continuous", cost).metrics()
         sim_tput_err = abs(sim["throughput_tok_s"] - cont["throughput_tok_s"]) / cont["throughput_tok_s"] * 100
         sim_ttft_err = abs(sim["ttft_mean"] - cont["ttft_mean"]) / cont["ttft_mean"] * 100
@@ -144,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             print_table(rows, title=f"{n} ShareGPT requests, {tokens} output tokens, batch {seqs_cap}, "
                                     f"{dtype_name(engine.model.dtype)}, {torch.get_num_threads()} threads")
             print(f"simulator error: throughput {sim_tput_err:.1f}%, mean TTFT {sim_ttft_err:.1f}% "
-                  f"(cost model fitted on the static run: {cost.describe()})")
+                  f"(cost model fitted on this run's steps: {cost.describe()})")
             if vllm_note:
                 print(f"vLLM: {vllm_note}")
         emit_json({
@@ -155,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             "engine_vs_hf": cont["throughput_tok_s"] / hf_tok_s,
             "engine_vs_vllm": cont["throughput_tok_s"] / vllm_tok_s if vllm_tok_s else None,
             "simulator_throughput_error_pct": sim_tput_err, "simulator_ttft_error_pct": sim_ttft_err,
-            "outputs_identical_to_single": identical, "vllm_outputs_identical_frac": vllm_same,
+            "outputs_identical_to_single": identical, "cost_model": cost.coef,
+            "cost_model_source": cost.meta["source"], "cost_model_fit_mape_pct": cost.meta["fit_mape_pct"], "vllm_outputs_identical_frac": vllm_same,
             "engine_ttft_mean_s": cont["ttft_mean"], "static_ttft_mean_s": static["ttft_mean"],
             "engine_settings": {"max_num_seqs": seqs_cap, "max_num_batched_tokens": args.max_num_batched_tokens,
                                 "enable_chunked_prefill": True, "enable_prefix_caching": True,
