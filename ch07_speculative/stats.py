@@ -1,0 +1,59 @@
+"""The statistics behind "speculative sampling is exact" (book 7.2): exact marginals and a chi-square test.
+
+:func:`exact_first_two_marginals` computes, from the target's own logits, the distribution of the first
+and of the second sampled token after a prompt (the second marginalised over the first: p2 = p1 @ P,
+one batched forward over every possible first token). :func:`chi_square_p` compares observed counts
+with such a distribution (Pearson's test, sparse bins merged so every expected count is >= 5); the p-value
+is the regularised upper incomplete gamma function, ``torch.special.gammaincc`` (no scipy needed).
+
+Used by ``tests/ch07/test_speculative.py`` and ``python -m ch07_speculative.bench``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ch04_kvcache.model import LlamaModel
+
+
+@torch.inference_mode()
+def exact_first_two_marginals(model: LlamaModel, prompt_ids: Sequence[int], temperature: float = 1.0,
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(p1 (V,), p2 (V,)): the first sampled token's distribution and the second's marginal.
+
+    Costs one forward over V sequences of len(prompt)+1 tokens: meant for small vocabularies (tests).
+    """
+    dev = model.device
+    prompt = torch.tensor([list(prompt_ids)], device=dev)  # (1, T)
+    p1 = torch.softmax(model(prompt)[0, -1].float() / temperature, -1)  # (V,)
+    v = p1.numel()
+    ext = torch.cat([prompt.expand(v, -1), torch.arange(v, device=dev)[:, None]], 1)  # (V, T+1)
+    cond = torch.softmax(model(ext, logits_to_keep=1)[:, -1].float() / temperature, -1)  # (V, V) p(x2 | x1)
+    return p1.cpu(), (p1 @ cond).cpu()
+
+
+def chi_square_p(counts: torch.Tensor, probs: torch.Tensor, min_expected: float = 5.0) -> float:
+    """Pearson chi-square p-value of ``counts`` (V,) against ``probs`` (V,); sparse bins are merged."""
+    counts, probs = counts.double().flatten(), probs.double().flatten()
+    if counts.shape != probs.shape:
+        raise ValueError("counts and probs must have the same length")
+    n = float(counts.sum())
+    if n <= 0:
+        raise ValueError("no samples to test")
+    expected = n * probs / probs.sum()
+    big = expected >= min_expected
+    obs_bins = [counts[big], counts[~big].sum().reshape(1)]
+    exp_bins = [expected[big], expected[~big].sum().reshape(1)]
+    obs, exp = torch.cat(obs_bins), torch.cat(exp_bins)
+    keep = exp > 0
+    if bool((obs[~keep] > 0).any()):
+        return 0.0  # a sample the distribution says is impossible
+    obs, exp = obs[keep], exp[keep]
+    df = obs.numel() - 1
+    if df < 1:
+        return 1.0
+    chi2 = float(((obs - exp) ** 2 / exp).sum())
+    return float(torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64),
+                                         torch.tensor(chi2 / 2, dtype=torch.float64)))

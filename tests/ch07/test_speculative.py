@@ -1,0 +1,87 @@
+"""7.2 / 7.3.1: speculative sampling is exact: identical greedy tokens, and the target's distribution."""
+
+from __future__ import annotations
+
+import torch
+
+from ch04_kvcache.generate import generate
+from ch04_kvcache.model import LlamaModel
+from ch07_speculative.drafts import truncated_draft
+from ch07_speculative.speculative import Draft, ModelDrafter, speculative_generate, verify
+from ch07_speculative.stats import chi_square_p, exact_first_two_marginals
+
+
+def _peaky_pair(folder):
+    """A tiny random target with sharp next-token distributions (so few samples suffice) and a draft
+    that disagrees with it: the same weights with a flatter head."""
+    target = LlamaModel.from_pretrained(folder)
+    draft = LlamaModel.from_pretrained(folder)
+    with torch.no_grad():
+        target.lm_head = torch.nn.Linear(64, 256, bias=False)
+        target.lm_head.weight.copy_(target.embed_tokens.weight * 15)  # top token ~0.66
+        draft.lm_head = torch.nn.Linear(64, 256, bias=False)
+        noise = torch.randn(256, 64, generator=torch.Generator().manual_seed(1)) * 0.02
+        draft.lm_head.weight.copy_(draft.embed_tokens.weight * 6 + noise)  # overlap with the target ~0.37
+    return target, draft
+
+
+def test_greedy_speculation_gives_the_target_tokens_on_the_embedded_model(embedded_llama, chat_prompt_ids):
+    ref = generate(embedded_llama, chat_prompt_ids, 10, cache="contiguous")
+    res = speculative_generate(embedded_llama, ModelDrafter(truncated_draft(embedded_llama, 20)),
+                               chat_prompt_ids, 10, gamma=3)
+    assert res.token_ids == ref.token_ids
+    assert res.stats.rounds <= 10 and res.stats.drafted > 0
+
+
+def test_draft_equal_to_target_accepts_everything(tiny_hf_model):
+    model = LlamaModel.from_pretrained(tiny_hf_model[1])
+    prompt = [1, 17, 42, 99]
+    ref = generate(model, prompt, 12, cache="contiguous", eos_token_id=None)
+    res = speculative_generate(model, ModelDrafter(model), prompt, 12, gamma=3, eos_token_id=None)
+    assert res.token_ids == ref.token_ids
+    assert res.stats.acceptance_rate == 1.0
+    assert res.stats.tokens_per_target_step == 4.0  # gamma + 1: the formula at alpha = 1
+    assert res.stats.rounds == 3  # 12 tokens = 3 rounds of 3 accepted drafts + 1 bonus token
+
+
+def test_sampled_tokens_follow_the_target_distribution(tiny_hf_model, one_thread):
+    target, draft = _peaky_pair(tiny_hf_model[1])
+    prompt = [1, 17, 42, 99]
+    p1, p2 = exact_first_two_marginals(target, prompt)  # (V,), (V,) from the target's own logits
+    n = 500
+    first, second = torch.zeros(256), torch.zeros(256)
+    accepted = drafted = 0
+    for i in range(n):
+        res = speculative_generate(target, ModelDrafter(draft), prompt, 2, gamma=3, temperature=1.0, seed=i,
+                                   eos_token_id=None)
+        first[res.token_ids[0]] += 1
+        second[res.token_ids[1]] += 1
+        accepted += res.stats.accepted
+        drafted += res.stats.drafted
+    assert 0.05 < accepted / drafted < 0.95  # the draft really differs, so rejections are exercised
+    assert chi_square_p(first, p1) > 0.01
+    assert chi_square_p(second, p2) > 0.01
+
+
+def test_chi_square_rejects_the_draft_distribution(tiny_hf_model):
+    """The test has power: samples from the draft alone fail it against the target's distribution."""
+    target, draft = _peaky_pair(tiny_hf_model[1])
+    prompt = [1, 17, 42, 99]
+    p1, _ = exact_first_two_marginals(target, prompt)
+    q1, _ = exact_first_two_marginals(draft, prompt)
+    g = torch.Generator().manual_seed(0)
+    counts = torch.bincount(torch.multinomial(q1, 600, replacement=True, generator=g), minlength=256).float()
+    assert chi_square_p(counts, p1) < 0.01
+
+
+def test_verify_resamples_from_the_residual():
+    """Draft proposes token 0 with q=1 where p(0)=0.25: accepted 25% of the time, else token 1 or 2."""
+    logits = torch.log(torch.tensor([[0.25, 0.5, 0.25], [1 / 3, 1 / 3, 1 / 3]]))
+    draft = Draft([0], torch.tensor([[1.0, 0.0, 0.0]]))
+    g = torch.Generator().manual_seed(0)
+    outcomes = [verify(logits, draft, 1.0, g) for _ in range(4000)]
+    acc = sum(n for n, _ in outcomes) / len(outcomes)
+    assert abs(acc - 0.25) < 0.03
+    rejected = [t for n, t in outcomes if n == 0]
+    assert set(rejected) <= {1, 2}
+    assert abs(rejected.count(1) / len(rejected) - 2 / 3) < 0.04  # residual (0, .5, .25) normalised
