@@ -1,0 +1,178 @@
+"""torch.compile on the decode step (book 9.3): compile time, speedup, graph breaks, identical tokens, MBU.
+
+    python -m ch09_advanced.compile_decode                 # embedded model, 32 new tokens, mode default
+    python -m ch09_advanced.compile_decode --modes default max-autotune
+    python -m ch09_advanced.compile_decode --smoke         # 2 layers of the embedded model, 8 tokens
+
+ch04's ``ContiguousKVCache`` attends over ``cache[:length]``, a shape that changes every step, so
+Dynamo would recompile (or go dynamic) each step. gpt-fast's answer, used here: a *static* cache of
+``max_len`` slots, written with ``index_copy_`` at the position and read whole behind a mask, so every
+decode step has the same shapes and one graph serves them all. :class:`StaticDecoder` reuses ch04's
+modules (projections, RoPE, RMSNorm, MLP) and only changes the cache.
+
+``reduce-overhead`` adds CUDA graphs (GPU only: on CPU it is the default mode plus bookkeeping);
+``max-autotune`` benchmarks GEMM/conv templates at compile time (minutes on a 2-core CPU).
+
+MBU = bytes read per token (every weight once, tied embedding counted once, plus the KV cache) x tokens/s
+/ read bandwidth measured by ``common.bench.measure_read_bandwidth``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ch04_kvcache.generate import generate
+from ch04_kvcache.model import LlamaModel, apply_rope
+from common.bench import mbu, measure_read_bandwidth, stamp_dict
+from common.cli import add_common_args, friendly_errors, make_parser, positive_int, seed_everything
+from common.report import emit_json, print_table
+
+
+class StaticDecoder(nn.Module):
+    """One token per call into a fixed-size KV cache: ``forward(token (1, 1), pos (1,)) -> logits (V,)``."""
+
+    def __init__(self, model: LlamaModel, max_len: int) -> None:
+        super().__init__()
+        cfg = model.config
+        self.model, self.max_len = model, max_len
+        p = next(model.parameters())
+        shape = (len(model.layers), 1, cfg.num_kv_heads, max_len, cfg.head_dim)  # (L, 1, Hkv, S, D)
+        self.register_buffer("k_cache", torch.zeros(shape, dtype=p.dtype, device=p.device), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(shape, dtype=p.dtype, device=p.device), persistent=False)
+
+    def reset(self) -> None:
+        self.k_cache.zero_()
+        self.v_cache.zero_()
+
+    def forward(self, token: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        x = m.embed_tokens(token)  # (1, 1, hidden)
+        cos, sin = m.rotary(pos.view(1, 1), x.dtype)  # (1, 1, D)
+        cos, sin = cos[:, None], sin[:, None]  # (1, 1, 1, D) broadcast over heads
+        visible = (torch.arange(self.max_len, device=pos.device) <= pos)[None]  # (1, S) static shape, dynamic content
+        for i, layer in enumerate(m.layers):
+            a = layer.self_attn
+            h = layer.input_layernorm(x)
+            q = apply_rope(a.q_proj(h).view(1, 1, a.h, a.d).transpose(1, 2), cos, sin)  # (1, H, 1, D)
+            k = apply_rope(a.k_proj(h).view(1, 1, a.hkv, a.d).transpose(1, 2), cos, sin)  # (1, Hkv, 1, D)
+            v = a.v_proj(h).view(1, 1, a.hkv, a.d).transpose(1, 2)
+            self.k_cache[i].index_copy_(2, pos, k)
+            self.v_cache[i].index_copy_(2, pos, v)
+            out = F.scaled_dot_product_attention(q, self.k_cache[i], self.v_cache[i], attn_mask=visible,
+                                                 enable_gqa=a.h != a.hkv)  # (1, H, 1, D)
+            x = x + a.o_proj(out.transpose(1, 2).reshape(1, 1, a.h * a.d))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return m.lm_head(m.norm(x))[0, -1]
+
+
+@dataclass(slots=True)
+class DecodeRun:
+    tokens: list[int]
+    decode_tok_s: float
+    first_call_s: float  # includes compilation for a compiled step
+
+
+def greedy(step, decoder: StaticDecoder, prompt: list[int], new_tokens: int) -> DecodeRun:
+    """Feed the prompt one token at a time (same graph), then decode greedily; time only the decode."""
+    decoder.reset()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        logits = step(torch.tensor([[prompt[0]]]), torch.tensor([0]))
+        first = time.perf_counter() - t0
+        for i, tok in enumerate(prompt[1:], start=1):
+            logits = step(torch.tensor([[tok]]), torch.tensor([i]))
+        out = [int(logits.argmax())]
+        t1 = time.perf_counter()
+        for i in range(len(prompt), len(prompt) + new_tokens - 1):
+            logits = step(torch.tensor([[out[-1]]]), torch.tensor([i]))
+            out.append(int(logits.argmax()))
+        dt = time.perf_counter() - t1
+    return DecodeRun(out, (new_tokens - 1) / dt, first)
+
+
+def bytes_per_token(model: LlamaModel, decoder: StaticDecoder) -> int:
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())  # tied weights counted once
+    return weights + decoder.k_cache.nbytes + decoder.v_cache.nbytes
+
+
+def graph_breaks(decoder: StaticDecoder) -> dict:
+    import torch._dynamo as dynamo
+
+    with torch.no_grad():
+        exp = dynamo.explain(decoder)(torch.tensor([[1]]), torch.tensor([0]))
+    return {"graph_count": exp.graph_count, "graph_break_count": exp.graph_break_count,
+            "break_reasons": [str(b.reason)[:120] for b in exp.break_reasons]}
+
+
+def llama_cpp_available() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def run(smoke: bool = False, modes: tuple[str, ...] = ("default",), new_tokens: int = 32,
+        layers: int | None = None) -> dict:
+    model = LlamaModel.from_pretrained("smollm2-135m").eval()
+    if smoke or layers:
+        model.layers = model.layers[: (layers or 2)]
+    prompt = [1, 504, 3458, 282, 4649, 314, 2030, 47]  # fixed token ids: no tokenizer needed
+    n_new = 8 if smoke else new_tokens
+    with torch.no_grad():
+        ref = generate(model, prompt, n_new, cache="contiguous").token_ids
+    decoder = StaticDecoder(model, len(prompt) + n_new).eval()
+    eager = greedy(decoder, decoder, prompt, n_new)
+    rows = [{"mode": "eager", "compile_s": 0.0, "tok/s": eager.decode_tok_s, "same tokens": eager.tokens == ref}]
+    best = None
+    for mode in modes:
+        if mode == "reduce-overhead" and not torch.cuda.is_available():
+            print("note: reduce-overhead uses CUDA graphs; no GPU here, so it is skipped.")
+            continue
+        torch._dynamo.reset()
+        compiled = torch.compile(decoder, mode=mode)
+        got = greedy(compiled, decoder, prompt, n_new)
+        rows.append({"mode": mode, "compile_s": got.first_call_s, "tok/s": got.decode_tok_s,
+                     "same tokens": got.tokens == ref})
+        if best is None or got.decode_tok_s > best[1].decode_tok_s:
+            best = (mode, got)
+    bw = measure_read_bandwidth(megabytes=64 if smoke else 256, repeats=3)
+    bpt = bytes_per_token(model, decoder)
+    fastest = best[1].decode_tok_s if best else eager.decode_tok_s
+    breaks = graph_breaks(decoder)
+    return {"_rows": rows, "layers": len(model.layers), "new_tokens": n_new,
+            "eager_tok_s": eager.decode_tok_s, "compiled_tok_s": best[1].decode_tok_s if best else None,
+            "compile_mode": best[0] if best else None, "compile_s": best[1].first_call_s if best else None,
+            "compile_speedup": best[1].decode_tok_s / eager.decode_tok_s if best else None,
+            "compile_tokens_identical": all(r["same tokens"] for r in rows),
+            "graph_count": breaks["graph_count"], "graph_break_count": breaks["graph_break_count"],
+            "break_reasons": breaks["break_reasons"], "bytes_per_token": bpt, "read_bandwidth_gb_s": bw / 1e9,
+            "decode_mbu_bs1_eager": mbu(bpt, eager.decode_tok_s, bw), "decode_mbu_bs1": mbu(bpt, fastest, bw),
+            "decode_vs_llama_cpp": None, "llama_cpp_installed": llama_cpp_available(),
+            "hardware": stamp_dict(dtype="fp32")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser("python -m ch09_advanced.compile_decode", __doc__)
+    add_common_args(parser, model=False)
+    parser.add_argument("--modes", nargs="+", default=["default"],
+                        choices=["default", "reduce-overhead", "max-autotune"], help="torch.compile modes")
+    parser.add_argument("--new-tokens", type=positive_int, default=32, help="greedy tokens to decode")
+    parser.add_argument("--layers", type=positive_int, default=None, help="keep only the first N layers")
+    args = parser.parse_args(argv)
+    with friendly_errors():
+        seed_everything(args.seed)
+        out = run(args.smoke, tuple(args.modes), args.new_tokens, args.layers)
+        rows = out.pop("_rows")
+        if not args.json:
+            print_table(rows, title=f"decode, batch 1, fp32, {out['layers']} layers")
+            if not out["llama_cpp_installed"]:
+                print("llama-cpp-python is not installed, so there is no llama.cpp comparison.")
+        emit_json(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

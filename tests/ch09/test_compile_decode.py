@@ -1,0 +1,39 @@
+"""The static-cache decode step gives ch04's greedy tokens, eager and compiled, with no graph break."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ch04_kvcache.generate import generate
+from ch09_advanced.compile_decode import StaticDecoder, bytes_per_token, graph_breaks, greedy
+
+
+@pytest.fixture
+def tiny(tiny_hf_model):
+    from ch04_kvcache.model import LlamaModel
+
+    return LlamaModel.from_pretrained(tiny_hf_model[1]).eval()
+
+
+def test_static_decoder_matches_ch04_greedy_tokens(tiny):
+    prompt = [5, 17, 99, 3]
+    ref = generate(tiny, prompt, 10, cache="contiguous").token_ids
+    dec = StaticDecoder(tiny, len(prompt) + 10)
+    assert greedy(dec, dec, prompt, 10).tokens == ref
+
+
+def test_bytes_per_token_counts_weights_once_plus_cache(tiny):
+    dec = StaticDecoder(tiny, 16)
+    weights = sum(p.numel() * 4 for p in tiny.parameters())
+    assert bytes_per_token(tiny, dec) == weights + 2 * dec.k_cache.nbytes
+
+
+@pytest.mark.slow
+def test_compiled_decode_has_no_graph_break_and_same_tokens(tiny):
+    dec = StaticDecoder(tiny, 12)
+    assert graph_breaks(dec)["graph_break_count"] == 0
+    torch._dynamo.reset()
+    prompt = [5, 17, 99, 3]
+    eager = greedy(dec, dec, prompt, 8).tokens
+    assert greedy(torch.compile(dec), dec, prompt, 8).tokens == eager
