@@ -8,8 +8,10 @@ waits for open connections up to ``shutdown_grace_s``) before the backend is sto
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -22,6 +24,16 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.app_state = state
         self.exit_code = 0
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn re-raises the SIGTERM it drained for, so the process would die "by signal" (-15) after a
+        # clean drain; we handled it, so exit with our own code instead (0, or 1 after a backend failure).
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
 
     async def shutdown(self, sockets: Any = None) -> None:
         self.app_state.draining = True
