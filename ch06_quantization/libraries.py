@@ -118,10 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-tokens", type=int, default=4096)
     args = parser.parse_args(argv)
     with friendly_errors():
-        base = load_model(args.model)
+        from ch06_quantization.compare import truncate
+
+        base = truncate(load_model(args.model), 2 if args.smoke else None)  # smoke: plumbing only
         tok = load_tokenizer(args.model)
-        n_tok, seq, ans, dec = (256, 256, 8, 4) if args.smoke else (args.eval_tokens, 512, 32, 32)
-        data = prepare_eval(base, tok, n_tok, seq, ans, n_prompts=2 if args.smoke else None)
+        n_tok, seq, ans, dec = (128, 128, 4, 2) if args.smoke else (args.eval_tokens, 512, 24, 16)
+        data = prepare_eval(base, tok, n_tok, seq, ans, n_prompts=1 if args.smoke else None)
         rows, out = [], {}
         ref = evaluate(base, data, dec)
         rows.append({"method": "fp32", **ref.as_dict(), "quant_s": 0.0, "status": "ok"})
