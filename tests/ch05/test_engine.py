@@ -135,3 +135,15 @@ def test_async_stream_yields_tokens_and_a_client_leaving_aborts(tiny_model):
         assert engine.engine.scheduler.block_manager.num_used_blocks == 0
     finally:
         engine.shutdown()
+
+
+def test_calibration_fits_a_model_and_validation_compares_like_with_like(tiny_model):
+    from ch05_scheduling.calibrate import calibrate, validate, validation_trace
+
+    engine = LLMEngine(EngineConfig(block_size=16, num_blocks=512), model=tiny_model)
+    cost = calibrate(engine, smoke=True)
+    assert cost.meta["fit_steps"] > 5 and all(c >= 0 for c in cost.coef)
+    trace = validation_trace(engine, 4, 6, rate=50.0)
+    v = validate(engine, cost, trace)
+    assert v.real["output_tokens"] == v.sim["output_tokens"] == sum(r.output_len for r in trace)
+    assert v.throughput_error_pct >= 0 and v.ttft_error_pct >= 0
