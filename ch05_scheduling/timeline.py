@@ -37,7 +37,7 @@ def run_both(cost: CostModel, batch_size: int = 4) -> dict[str, SimResult]:
     return {name: simulate(handful_trace(), cfg, name, cost, keep_steps=True) for name in ("static", "continuous")}
 
 
-def draw(results: dict[str, SimResult], path: Path) -> Path:
+def draw(results: dict[str, SimResult], path: Path, cost_source: str = "") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,7 +63,7 @@ def draw(results: dict[str, SimResult], path: Path) -> Path:
         ax.invert_yaxis()
         ax.set_xlim(0, end * 1.02)
         ax.grid(True, axis="x", alpha=0.3)
-    axes[-1].set_xlabel("time (s, simulated with the cost model)")
+    axes[-1].set_xlabel(f"time (s, simulated; cost model: {cost_source or 'see calibrate.py'})")
     axes[0].legend(handles=[Patch(color="#DDDDDD", label="waiting"), Patch(color="#1F4E79", label="prefill"),
                             Patch(color="#7FB3E0", label="decode")], fontsize=8, loc="upper right")
     fig.tight_layout()
@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cost = load_cost_model()
     results = run_both(cost, args.batch_size)
-    path = draw(results, reports_dir("ch05") / "timeline_static_vs_continuous.png")
+    path = draw(results, reports_dir("ch05") / "timeline_static_vs_continuous.png",
+                cost.meta.get("source", "calibrated"))
     rows = [{"batching": k, "tok/s": v.metrics()["throughput_tok_s"], "mean TTFT s": v.metrics()["ttft_mean"],
              "makespan s": max(s.finish_time for s in v.seqs)} for k, v in results.items()]
     if not args.json:
