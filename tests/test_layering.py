@@ -56,3 +56,11 @@ def test_checker_catches_a_later_chapter_import(tmp_path):
 def test_package_list_matches_the_folders():
     chapters = {p.name for p in REPO.iterdir() if p.is_dir() and re.match(r"(ch\d\d_|appendix_c)", p.name)}
     assert chapters == set(ORDER) - {"common"}
+
+
+def test_test_file_names_are_unique_across_chapters():
+    # tests/ has no __init__.py files, so pytest imports test modules by basename: two chapters with a
+    # test_headline.py would collide. Prefix such files with the chapter (test_ch03_headline.py).
+    names = [p.name for p in (REPO / "tests").rglob("*.py") if p.name != "conftest.py"]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    assert dupes == [], f"rename these test files to be unique: {dupes}"
