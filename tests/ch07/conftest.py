@@ -19,9 +19,10 @@ def chat_prompt_ids(embedded_tokenizer):
     return chat_ids(embedded_tokenizer, "Name three primary colors.")
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread():
-    """Many tiny forward passes run faster on one thread than fighting for two busy cores."""
+    """Chapter 7 runs many short forward passes: on two shared, busy cores one intra-op thread is faster
+    and steadier than two (a 9-token pass of the embedded model measured 0.6 s vs 4.7 s under load)."""
     import torch
 
     before = torch.get_num_threads()

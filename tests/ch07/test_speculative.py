@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from ch04_kvcache.generate import generate
@@ -25,6 +26,7 @@ def _peaky_pair(folder):
     return target, draft
 
 
+@pytest.mark.slow
 def test_greedy_speculation_gives_the_target_tokens_on_the_embedded_model(embedded_llama, chat_prompt_ids):
     ref = generate(embedded_llama, chat_prompt_ids, 10, cache="contiguous")
     res = speculative_generate(embedded_llama, ModelDrafter(truncated_draft(embedded_llama, 20)),
@@ -44,7 +46,7 @@ def test_draft_equal_to_target_accepts_everything(tiny_hf_model):
     assert res.stats.rounds == 3  # 12 tokens = 3 rounds of 3 accepted drafts + 1 bonus token
 
 
-def test_sampled_tokens_follow_the_target_distribution(tiny_hf_model, one_thread):
+def test_sampled_tokens_follow_the_target_distribution(tiny_hf_model):
     target, draft = _peaky_pair(tiny_hf_model[1])
     prompt = [1, 17, 42, 99]
     p1, p2 = exact_first_two_marginals(target, prompt)  # (V,), (V,) from the target's own logits
