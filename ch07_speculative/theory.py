@@ -59,6 +59,20 @@ def alpha_from_tokens_per_step(tokens_per_step: float, gamma: int) -> float:
     return (lo + hi) / 2
 
 
+def alpha_from_acceptance_rate(rate: float, gamma: int) -> float:
+    """The i.i.d. alpha whose expected accepted/drafted ratio, a(1-a^g)/((1-a)g), equals a measured rate."""
+    if not 0.0 <= rate <= 1.0 or gamma < 1:
+        raise ValueError(f"need a rate in [0, 1] and gamma >= 1, got {rate}, {gamma}")
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if (expected_tokens_per_step(mid, gamma) - 1.0) / gamma < rate:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
 def simulate_tokens_per_step(alpha: float, gamma: int, rounds: int = 100_000, seed: int = 0) -> float:
     """Monte Carlo: each round accepts draft tokens while coins (p = alpha) come up heads, at most gamma,
     then the target adds one token; return the mean tokens per round (= per target forward pass)."""

@@ -9,21 +9,11 @@ from ch04_kvcache.generate import generate
 from ch04_kvcache.model import LlamaModel
 from ch07_speculative.drafts import truncated_draft
 from ch07_speculative.speculative import Draft, ModelDrafter, speculative_generate, verify
-from ch07_speculative.stats import chi_square_p, exact_first_two_marginals
+from ch07_speculative.stats import chi_square_p, distribution_test, exact_first_two_marginals, sharpen_pair
 
 
 def _peaky_pair(folder):
-    """A tiny random target with sharp next-token distributions (so few samples suffice) and a draft
-    that disagrees with it: the same weights with a flatter head."""
-    target = LlamaModel.from_pretrained(folder)
-    draft = LlamaModel.from_pretrained(folder)
-    with torch.no_grad():
-        target.lm_head = torch.nn.Linear(64, 256, bias=False)
-        target.lm_head.weight.copy_(target.embed_tokens.weight * 15)  # top token ~0.66
-        draft.lm_head = torch.nn.Linear(64, 256, bias=False)
-        noise = torch.randn(256, 64, generator=torch.Generator().manual_seed(1)) * 0.02
-        draft.lm_head.weight.copy_(draft.embed_tokens.weight * 6 + noise)  # overlap with the target ~0.37
-    return target, draft
+    return sharpen_pair(LlamaModel.from_pretrained(folder), LlamaModel.from_pretrained(folder))
 
 
 @pytest.mark.slow
@@ -48,21 +38,10 @@ def test_draft_equal_to_target_accepts_everything(tiny_hf_model):
 
 def test_sampled_tokens_follow_the_target_distribution(tiny_hf_model):
     target, draft = _peaky_pair(tiny_hf_model[1])
-    prompt = [1, 17, 42, 99]
-    p1, p2 = exact_first_two_marginals(target, prompt)  # (V,), (V,) from the target's own logits
-    n = 500
-    first, second = torch.zeros(256), torch.zeros(256)
-    accepted = drafted = 0
-    for i in range(n):
-        res = speculative_generate(target, ModelDrafter(draft), prompt, 2, gamma=3, temperature=1.0, seed=i,
-                                   eos_token_id=None)
-        first[res.token_ids[0]] += 1
-        second[res.token_ids[1]] += 1
-        accepted += res.stats.accepted
-        drafted += res.stats.drafted
-    assert 0.05 < accepted / drafted < 0.95  # the draft really differs, so rejections are exercised
-    assert chi_square_p(first, p1) > 0.01
-    assert chi_square_p(second, p2) > 0.01
+    res = distribution_test(target, draft, [1, 17, 42, 99], samples=500)
+    assert 0.05 < res["acceptance_rate"] < 0.95  # the draft really differs, so rejections are exercised
+    assert res["p_first"] > 0.01
+    assert res["p_second"] > 0.01
 
 
 def test_chi_square_rejects_the_draft_distribution(tiny_hf_model):

@@ -35,6 +35,12 @@ def test_alpha_inversion_round_trips() -> None:
         assert theory.alpha_from_tokens_per_step(theory.expected_tokens_per_step(a, 4), 4) == pytest.approx(a, abs=1e-6)
 
 
+def test_alpha_from_acceptance_rate_inverts_the_expected_rate() -> None:
+    for a in (0.2, 0.6, 0.95):
+        rate = (theory.expected_tokens_per_step(a, 5) - 1) / 5
+        assert theory.alpha_from_acceptance_rate(rate, 5) == pytest.approx(a, abs=1e-6)
+
+
 def test_bad_input_is_one_sentence() -> None:
     with pytest.raises(ValueError, match="alpha"):
         theory.speedup(1.5, 4, 0.1)
