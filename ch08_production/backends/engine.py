@@ -7,6 +7,8 @@ timeout, stop string), the abort runs on the engine thread and the stream waits 
 time the server's request handler returns the request's KV blocks are back in the free list.
 An exception inside ``step()`` fails every in-flight request with :class:`BackendError` and marks the
 backend unhealthy; :meth:`restart` builds a fresh engine around the already-loaded weights.
+ch05's ``AsyncLLMEngine`` follows the same one-thread pattern; this backend keeps its own loop because
+the server needs the abort *awaited* (blocks freed before the handler returns) and a restart path.
 
     python -m ch08_production.server --backend engine --max-num-seqs 16
 """
