@@ -78,7 +78,9 @@ def lookahead_generate(target: LlamaModel, prompt_ids: Sequence[int], max_new_to
         k = min(window, max_new_tokens - len(out) - 1)
         hit = pool.lookup(seq[-1])[:k]
         draft = hit if len(hit) >= min(k, 2) else guess[:k]
+        t0 = time.perf_counter()
         logits = tgt.feed(seq[tgt.length:] + draft, keep=len(draft) + 1)  # (k+1, V)
+        stats.target_s += time.perf_counter() - t0
         choice = torch.argmax(logits, -1).tolist()
         n_acc = 0
         while n_acc < len(draft) and draft[n_acc] == choice[n_acc]:

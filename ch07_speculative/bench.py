@@ -1,0 +1,147 @@
+"""Chapter 7 benchmark (book 7.3, 7.4.4, 7.5): every method vs the target alone, beside the formula.
+
+On one input-grounded prompt (repeat a paragraph) with the embedded model, greedy, batch 1, it runs the
+target alone (``ch04_kvcache.generate``), prompt lookup, the layer-truncated self-drafts, optionally the
+int8 RTN draft (ch06) and lookahead, and reports for each: identical tokens, wall-clock speedup, the
+acceptance rate, tokens per target step, the cost ratio c (measured decode steps) and the formula's
+prediction from the fitted alpha (theory.py). Then a chi-square exactness test of sampling at
+temperature 1 (tiny random pair, see stats.py) and, unless ``--no-hf``, ``transformers``' own assisted
+decoding (``prompt_lookup_num_tokens``, ``assistant_model``) on the same prompt.
+
+Note for CPU readers: the formula assumes verifying gamma+1 tokens costs one decode step; on a CPU it
+costs more (the column ``verify_x`` measures it), which is why the measured speedups trail the prediction.
+
+    python -m ch07_speculative.bench --smoke          # CI sizes
+    python -m ch07_speculative.bench --threads 1      # full run; one thread is steadier on a busy machine
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ch04_kvcache.generate import generate
+from ch04_kvcache.model import LlamaModel
+from ch07_speculative import theory
+from ch07_speculative.drafts import quantized_draft, step_cost, truncated_draft
+from ch07_speculative.lookahead import lookahead_generate
+from ch07_speculative.prompt_lookup import REWRITE_PROMPT, PromptLookupDrafter
+from ch07_speculative.speculative import ModelDrafter, SpecResult, speculative_generate
+
+
+def _timed(fn: Callable[[], object]) -> tuple[object, float]:
+    from common.bench import time_fn
+
+    box: list[object] = []
+    t = time_fn(lambda: box.append(fn()), repeats=1, warmup=0)
+    return box[-1], t.median
+
+
+def method_row(name: str, res: SpecResult, wall: float, base_s: float, ref: list[int], gamma: int,
+               c: float, t_step: float) -> dict:
+    s = res.stats
+    rate = s.acceptance_rate if s.drafted else 0.0
+    alpha = theory.alpha_from_acceptance_rate(min(rate, 1.0), gamma)
+    verify_x = (s.target_s / s.rounds) / t_step if s.rounds else float("nan")
+    return {"method": name, "identical": res.token_ids == ref, "speedup": base_s / wall,
+            "acceptance_rate": rate, "tokens_per_target_step": s.tokens_per_target_step,
+            "formula_tokens_per_step": theory.expected_tokens_per_step(alpha, gamma), "alpha_fit": alpha,
+            "c": c, "verify_x": verify_x, "formula_speedup": theory.speedup(alpha, gamma, c)}
+
+
+def hf_assisted(model_dir, ids: list[int], n: int, layers: int) -> dict[str, float]:
+    """Speedups of transformers' prompt lookup and assisted decoding (truncated self-draft) over its own greedy."""
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    draft = copy.copy(hf)  # shallow: shares weights; only the layer list and config differ
+    draft.model = copy.copy(hf.model)
+    draft.model.layers = hf.model.layers[:layers]
+    draft.config = copy.deepcopy(hf.config)
+    draft.config.num_hidden_layers = layers
+    x = torch.tensor([ids])
+    kw = {"max_new_tokens": n, "min_new_tokens": n, "do_sample": False}
+    with torch.inference_mode():
+        hf.generate(x, max_new_tokens=2)
+        base, t0 = _timed(lambda: hf.generate(x, **kw))
+        pl, t1 = _timed(lambda: hf.generate(x, prompt_lookup_num_tokens=8, **kw))
+        asst, t2 = _timed(lambda: hf.generate(x, assistant_model=draft, **kw))
+    return {"hf_speedup_prompt_lookup": t0 / t1, "hf_speedup_assisted": t0 / t2,
+            "hf_identical": bool(torch.equal(base, pl) and torch.equal(base, asst))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ch07_speculative.stats import distribution_test, random_tiny_pair
+    from common.bench import stamp_dict
+    from common.chat import chat_ids
+    from common.cli import add_common_args, friendly_errors, make_parser, positive_int, seed_everything
+    from common.loader import load_tokenizer, resolve_model_path
+    from common.report import emit_json, print_table
+
+    parser = make_parser("python -m ch07_speculative.bench", __doc__)
+    add_common_args(parser)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=64, help="tokens per method")
+    parser.add_argument("--gamma", type=positive_int, default=4, help="draft tokens per round (model drafts)")
+    parser.add_argument("--lookup-gamma", type=positive_int, default=8, help="tokens copied per round")
+    parser.add_argument("--draft-layers", default="12,20", help="comma-separated layer counts of self-drafts")
+    parser.add_argument("--int8-draft", action="store_true", help="also measure the int8 RTN draft (slow here)")
+    parser.add_argument("--samples", type=positive_int, default=500, help="samples for the chi-square test")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = leave as is)")
+    parser.add_argument("--no-hf", action="store_true", help="skip transformers' assisted decoding")
+    args = parser.parse_args(argv)
+    with friendly_errors():
+        seed_everything(args.seed)
+        if args.threads > 0:
+            torch.set_num_threads(args.threads)
+        n = 12 if args.smoke else args.max_new_tokens
+        layers = [20] if args.smoke else [int(x) for x in args.draft_layers.split(",")]
+        target = LlamaModel.from_pretrained(args.model, load_format=args.load_format)
+        tok = load_tokenizer(args.model)
+        ids = chat_ids(tok, REWRITE_PROMPT)
+        generate(target, ids, 2)  # warm-up
+        ref_res, base_s = _timed(lambda: generate(target, ids, n, cache="contiguous"))
+        ref = ref_res.token_ids
+        t_step = step_cost(target, context=len(ids), repeats=3)
+        rows = []
+        res, wall = _timed(lambda: speculative_generate(target, PromptLookupDrafter(), ids, n, args.lookup_gamma))
+        c_pl = (res.stats.draft_s / max(res.stats.drafted, 1)) / t_step
+        rows.append(method_row("prompt lookup", res, wall, base_s, ref, args.lookup_gamma, c_pl, t_step))
+        drafts = {f"self-draft {k}L": truncated_draft(target, k) for k in layers}
+        if args.int8_draft and not args.smoke:
+            drafts["int8 RTN draft"] = quantized_draft(target, 8)
+        for name, d in drafts.items():
+            c = step_cost(d, context=len(ids), repeats=3) / t_step
+            res, wall = _timed(lambda d=d: speculative_generate(target, ModelDrafter(d), ids, n, args.gamma))
+            rows.append(method_row(name, res, wall, base_s, ref, args.gamma, c, t_step))
+        res, wall = _timed(lambda: lookahead_generate(target, ids, n, window=args.gamma))
+        rows.append(method_row("lookahead", res, wall, base_s, ref, args.gamma, 0.0, t_step))
+        tiny_t, tiny_d = random_tiny_pair(args.seed)
+        dist = distribution_test(tiny_t, tiny_d, [1, 17, 42, 99], 100 if args.smoke else args.samples)
+        hf = {} if args.no_hf or args.smoke else hf_assisted(resolve_model_path(args.model), ids, n, layers[-1])
+        if not args.json:
+            print_table(rows, title=f"greedy, batch 1, {n} new tokens, 'repeat this paragraph' prompt; "
+                                    f"target alone {base_s:.2f} s, decode step {1e3 * t_step:.0f} ms")
+            print(f"chi-square at temperature 1 ({100 if args.smoke else args.samples} samples): "
+                  f"p(first token) = {dist['p_first']:.3f}, p(second token) = {dist['p_second']:.3f}")
+            for k, v in hf.items():
+                print(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}")
+        by = {r["method"]: r for r in rows}
+        model_drafts = [r for r in rows if r["method"] not in ("prompt lookup", "lookahead")]
+        best = max(model_drafts, key=lambda r: r["speedup"])
+        emit_json({
+            "tokens_identical": all(r["identical"] for r in rows),
+            "distribution_test_p": dist["p_first"], "distribution_test_p_second_token": dist["p_second"],
+            "speedup_prompt_lookup": by["prompt lookup"]["speedup"], "speedup_draft": best["speedup"],
+            "best_draft": best["method"], "speedup_lookahead": by["lookahead"]["speedup"],
+            "methods": {r["method"]: {k: v for k, v in r.items() if k != "method"} for r in rows},
+            "new_tokens": n, "target_s": base_s, "target_step_s": t_step, **hf,
+            "hardware": stamp_dict(dtype="fp32", torch_threads=torch.get_num_threads()),
+        })
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
