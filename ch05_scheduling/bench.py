@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                                 "fp16": "float16"}[dtype_name(engine.model.dtype)],
                                 "prompts": [list(r.prompt_token_ids) for r in trace],
                                 "output_lens": [r.output_len for r in trace], "max_num_seqs": seqs_cap,
-                                "max_num_batched_tokens": args.max_num_batched_tokens})
+                                "max_num_batched_tokens": args.max_num_batched_tokens,
+                                "threads": torch.get_num_threads()})
                 vllm_tok_s = res["output_tokens"] / res["wall_s"]
                 vllm_settings = res["settings"]
                 ours = {s.seq_id: s.output_token_ids for s in cont_seqs}
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             "engine_settings": {"max_num_seqs": seqs_cap, "max_num_batched_tokens": args.max_num_batched_tokens,
                                 "enable_chunked_prefill": True, "enable_prefix_caching": True,
                                 "block_size": cfg.block_size},
-            "vllm_settings": vllm_settings, "vllm_note": vllm_note,
+            "vllm_settings": vllm_settings, "vllm_note": vllm_note, "threads": torch.get_num_threads(),
             "hardware": stamp_dict(dtype=dtype_name(engine.model.dtype)),
         })
     return 0

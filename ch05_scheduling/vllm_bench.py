@@ -42,6 +42,8 @@ def run_vllm(spec: dict, timeout_s: float = 1800) -> dict:
         spec_path.write_text(json.dumps(spec))
         env = dict(os.environ, HF_HUB_OFFLINE="1", VLLM_NO_USAGE_STATS="1", PYTHONPATH=str(REPO_ROOT),
                    VLLM_CPU_KVCACHE_SPACE=str(spec.get("kvcache_space_gib", 1)))
+        if spec.get("threads"):  # same core count as our engine: vLLM-CPU binds its OpenMP threads to cores
+            env["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{int(spec['threads']) - 1}"
         env.pop("VIRTUAL_ENV", None)
         proc = subprocess.run([str(VLLM_PY), "-m", "ch05_scheduling.vllm_bench", str(spec_path), str(out_path)],
                               cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
