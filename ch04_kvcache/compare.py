@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         model = LlamaModel.from_pretrained(args.model, device, dtype, args.load_format)
         tok = load_tokenizer(args.model)
         prompt = chat_ids(tok, LONG_PROMPT)
-        n_new = 16 if args.smoke else args.new_tokens
-        n_eval = 256 if args.smoke else args.eval_tokens
+        n_new = 8 if args.smoke else args.new_tokens
+        n_eval = 128 if args.smoke else args.eval_tokens
 
         nc = compare_no_cache(model, prompt, n_new, kinds=("none", "contiguous", "paged"))
         speed = {k: nc.traces[k].decode_tokens_per_s() for k in ("contiguous", "paged")}
