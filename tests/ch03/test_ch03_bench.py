@@ -100,7 +100,7 @@ def test_cli_without_a_target_says_what_to_give(capsys):
 
 
 def test_cli_with_unreachable_server_fails_in_one_sentence(capsys):
-    from conftest import free_port
+    from ch03_env.vllm_server import free_port
 
     rc = main(["--base-url", f"http://127.0.0.1:{free_port()}", "--smoke"])
     err = capsys.readouterr().err

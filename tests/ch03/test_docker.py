@@ -145,7 +145,7 @@ def test_container_cli_without_daemon_says_one_sentence(capsys, monkeypatch):
 @pytest.mark.slow
 def test_cpu_image_builds_runs_and_becomes_healthy():
     import httpx
-    from conftest import free_port
+    from ch03_env.vllm_server import free_port
 
     c = ct.client()
     ct.build(c, ct.IMAGES["cpu"], echo=False)
