@@ -1,0 +1,74 @@
+"""Chapter 9 benchmark: every measured figure of the chapter in one run, ending with one JSON line.
+
+    python -m ch09_advanced.bench            # full sizes (compile and export take minutes on 2 cores)
+    python -m ch09_advanced.bench --smoke    # small sizes; builds are cached after the first run
+
+Each part runs the module that owns it (flash_attention, moe, compile_decode, triton_ops, cpp_op, edge);
+a part that cannot run here (missing optional package) reports null and says why in one sentence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ch09_advanced import triton_ops  # first: it sets TRITON_INTERPRET before anything imports triton
+from common.bench import stamp_dict
+from common.cli import add_common_args, friendly_errors, make_parser, seed_everything
+from common.report import emit_json, print_table
+
+
+def _part(name: str, fn: Callable[[], dict], notes: list[str]) -> dict:
+    try:
+        out = fn()
+    except Exception as exc:  # one optional part failing must not hide the others
+        notes.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+        return {}
+    out.pop("_rows", None)
+    out.pop("_per_layer", None)
+    return out
+
+
+def run(smoke: bool) -> dict:
+    from ch09_advanced import compile_decode, cpp_op, edge, flash_attention, moe
+
+    notes: list[str] = []
+    fl = _part("flash", lambda: flash_attention.run(smoke=smoke), notes)
+    mo = _part("moe", lambda: {**moe.compare_routing(256 if smoke else 1024, 256, 512, 8, 2, 2 if smoke else 5),
+                               **moe.mixtral_numbers()}, notes)
+    co = _part("compile", lambda: compile_decode.run(smoke=smoke), notes)
+    tr = _part("triton", lambda: triton_ops.run(smoke=smoke), notes)
+    cp = _part("cpp", lambda: cpp_op.run(smoke=smoke), notes)
+    ed = _part("edge", lambda: edge.run(smoke=smoke), notes)
+    return {"compile_speedup": co.get("compile_speedup"), "compile_tokens_identical": co.get("compile_tokens_identical"),
+            "decode_mbu_bs1": co.get("decode_mbu_bs1"), "decode_vs_llama_cpp": co.get("decode_vs_llama_cpp"),
+            "compile_layers": co.get("layers"), "compile_s": co.get("compile_s"),
+            "graph_break_count": co.get("graph_break_count"),
+            "flash_max_abs_diff": fl.get("flash_max_abs_diff"),
+            "flash_memory_ratio_at_4096": fl.get("flash_memory_ratio_at_4096"),
+            "triton_max_abs_diff": tr.get("triton_max_abs_diff"), "triton_mode": tr.get("mode"),
+            "cpp_op_speedup": cp.get("cpp_op_speedup"),
+            "onnx_int8_vs_torch_fp32_tok_s": ed.get("onnx_int8_vs_torch_fp32_tok_s"),
+            "onnx_int8_size_ratio": ed.get("onnx_int8_size_ratio"),
+            "moe_grouped_vs_loop": mo.get("moe_grouped_vs_loop"),
+            "mixtral_params_b": mo.get("mixtral_params_b"), "mixtral_active_params_b": mo.get("mixtral_active_params_b"),
+            "notes": notes, "hardware": stamp_dict(dtype="fp32")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser("python -m ch09_advanced.bench", __doc__)
+    add_common_args(parser, model=False)
+    args = parser.parse_args(argv)
+    with friendly_errors():
+        seed_everything(args.seed)
+        out = run(args.smoke)
+        if not args.json:
+            print_table([{"figure": k, "value": v} for k, v in out.items() if k not in ("hardware", "notes")],
+                        title="chapter 9 (CPU, fp32)")
+            for note in out["notes"]:
+                print(f"skipped {note}")
+        emit_json(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
