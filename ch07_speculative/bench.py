@@ -24,7 +24,7 @@ import torch
 from ch04_kvcache.generate import generate
 from ch04_kvcache.model import LlamaModel
 from ch07_speculative import theory
-from ch07_speculative.drafts import quantized_draft, step_cost, truncated_draft
+from ch07_speculative.drafts import dynamic_int8_draft, quantized_draft, step_cost, truncated_draft
 from ch07_speculative.lookahead import lookahead_generate
 from ch07_speculative.prompt_lookup import REWRITE_PROMPT, PromptLookupDrafter
 from ch07_speculative.speculative import ModelDrafter, SpecResult, speculative_generate
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gamma", type=positive_int, default=4, help="draft tokens per round (model drafts)")
     parser.add_argument("--lookup-gamma", type=positive_int, default=8, help="tokens copied per round")
     parser.add_argument("--draft-layers", default="12,20", help="comma-separated layer counts of self-drafts")
-    parser.add_argument("--int8-draft", action="store_true", help="also measure the int8 RTN draft (slow here)")
+    parser.add_argument("--int8-draft", action="store_true", help="also measure the int8 drafts (ch06 RTN, torch dynamic)")
     parser.add_argument("--samples", type=positive_int, default=500, help="samples for the chi-square test")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = leave as is)")
     parser.add_argument("--no-hf", action="store_true", help="skip transformers' assisted decoding")
@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(method_row("prompt lookup", res, wall, base_s, ref, args.lookup_gamma, c_pl, t_step))
         drafts = {f"self-draft {k}L": truncated_draft(target, k) for k in layers}
         if args.int8_draft and not args.smoke:
-            drafts["int8 RTN draft"] = quantized_draft(target, 8)
+            drafts["int8 RTN draft (ch06)"] = quantized_draft(target, 8)
+            drafts["int8 dynamic draft"] = dynamic_int8_draft(target)
         for name, d in drafts.items():
             c = step_cost(d, context=len(ids), repeats=3) / t_step
             res, wall = _timed(lambda d=d: speculative_generate(target, ModelDrafter(d), ids, n, args.gamma))

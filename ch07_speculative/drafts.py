@@ -5,6 +5,7 @@
 * :func:`quantized_draft`: a copy of the target whose decoder linears are RTN-quantized with
   ``ch06_quantization.rtn`` (int8 per-channel or int4 g64). Its cost on this CPU depends on the
   dequantize-per-forward kernel of ch06, so ``c`` is measured, not assumed.
+* :func:`dynamic_int8_draft`: the same with PyTorch's dynamic int8 linears (fbgemm), fast on CPU.
 * :func:`step_cost`: seconds of one single-token decode step (after a prompt), the unit of ``c``.
 
     python -m ch07_speculative.drafts --layers 10   # cost ratio c of the self-draft vs the target
@@ -46,6 +47,19 @@ def quantized_draft(target: LlamaModel, bits: int) -> LlamaModel:
         raise ValueError(f"quantized drafts are int8 or int4, not int{bits}")
     spec = QuantSpec(8, "channel") if bits == 8 else QuantSpec(4, "group", 64)
     return quantize_model_rtn(copy.deepcopy(target), spec).eval()
+
+
+def dynamic_int8_draft(target: LlamaModel) -> LlamaModel:
+    """A deep copy with PyTorch's dynamic int8 linears (fbgemm kernels: int8 weights, int8 GEMM on CPU).
+
+    The CPU-fast counterpart of :func:`quantized_draft`: same idea (the target, quantized, as its own
+    draft), but a kernel that reads int8 instead of dequantizing to fp32 on every call.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's deprecation notice for quantized tensor creation
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(target), {nn.Linear}, dtype=torch.qint8).eval()
 
 
 @torch.inference_mode()

@@ -66,3 +66,15 @@ def test_verify_resamples_from_the_residual():
     rejected = [t for n, t in outcomes if n == 0]
     assert set(rejected) <= {1, 2}
     assert abs(rejected.count(1) / len(rejected) - 2 / 3) < 0.04  # residual (0, .5, .25) normalised
+
+
+def test_quantized_drafts_keep_greedy_output_exact(tiny_hf_model):
+    from ch07_speculative.drafts import dynamic_int8_draft, quantized_draft
+
+    model = LlamaModel.from_pretrained(tiny_hf_model[1])
+    prompt = [1, 17, 42, 99]
+    ref = generate(model, prompt, 10, cache="contiguous", eos_token_id=None)
+    for draft in (quantized_draft(model, 8), quantized_draft(model, 4), dynamic_int8_draft(model)):
+        res = speculative_generate(model, ModelDrafter(draft), prompt, 10, gamma=3, eos_token_id=None)
+        assert res.token_ids == ref.token_ids
+        assert res.stats.acceptance_rate > 0.5  # the quantized target mostly agrees with itself
