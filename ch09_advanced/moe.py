@@ -172,7 +172,23 @@ def mixtral_numbers() -> dict:
     e = estimate(load_arch("mixtral-8x7b"), MemoryRequest(weight_dtype="bf16", context=4096))
     return {"mixtral_params_b": e.params / 1e9, "mixtral_active_params_b": e.active_params / 1e9,
             "mixtral_weights_gib_bf16": e.weights_bytes / 2**30,
-            "mixtral_decode_gflop_per_token": 2 * e.active_params / 1e9}
+            "mixtral_decode_gflop_per_token": 2 * e.active_params / 1e9,
+            "mixtral_ep8_all_to_all_mb_per_layer_4096_tokens":
+                expert_parallel(4096, 4096, 2, 8, 8)["all_to_all_bytes_per_layer"] / 1e6}
+
+
+def expert_parallel(tokens: int, hidden: int, top_k: int, num_experts: int, ep: int, bytes_per_el: int = 2) -> dict:
+    """Arithmetic of expert parallelism over ``ep`` GPUs for one MoE layer and a batch of ``tokens``.
+
+    Each token's hidden state goes to its k experts (dispatch all-to-all) and comes back weighted (combine);
+    with uniform routing a fraction (ep - 1) / ep of those copies cross GPUs.
+    """
+    if num_experts % ep:
+        raise ValueError(f"{num_experts} experts do not split evenly over {ep} GPUs")
+    remote = (ep - 1) / ep
+    per_layer = 2 * tokens * top_k * hidden * bytes_per_el * remote  # dispatch + combine, whole system
+    return {"experts_per_gpu": num_experts // ep, "all_to_all_bytes_per_layer": per_layer,
+            "all_to_all_bytes_per_layer_per_gpu": per_layer / ep}
 
 
 def compare_routing(tokens: int, hidden: int, inter: int, experts: int, top_k: int, repeats: int) -> dict:

@@ -59,3 +59,14 @@ def test_mixtral_is_47b_total_13b_active():
     m = mixtral_numbers()
     assert 46 < m["mixtral_params_b"] < 48
     assert 12 < m["mixtral_active_params_b"] < 14
+
+
+def test_expert_parallel_arithmetic():
+    from ch09_advanced.moe import expert_parallel
+
+    one = expert_parallel(100, 8, 2, 8, 1)
+    assert one["all_to_all_bytes_per_layer"] == 0 and one["experts_per_gpu"] == 8
+    ep2 = expert_parallel(100, 8, 2, 8, 2, bytes_per_el=2)
+    assert ep2["all_to_all_bytes_per_layer"] == 2 * 100 * 2 * 8 * 2 * 0.5
+    with pytest.raises(ValueError):
+        expert_parallel(10, 8, 2, 8, 3)
