@@ -31,3 +31,13 @@ def test_help_works_for_every_module():
         with pytest.raises(SystemExit) as exc:
             mod.main(["--help"])
         assert exc.value.code == 0
+
+
+@pytest.mark.slow
+def test_headline_smoke_is_measured_and_exact():
+    from ch07_speculative.headline import headline
+
+    h = headline(smoke=True)
+    assert h.chapter == "ch07" and h.figures["identical"] is True
+    assert h.figures["tokens_per_target_step"] > 1.0
+    assert f"{h.figures['tokens_per_target_step']:.1f}" in h.text
