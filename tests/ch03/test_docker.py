@@ -145,6 +145,7 @@ def test_container_cli_without_daemon_says_one_sentence(capsys, monkeypatch):
 @pytest.mark.slow
 def test_cpu_image_builds_runs_and_becomes_healthy():
     import httpx
+
     from ch03_env.vllm_server import free_port
 
     c = ct.client()
