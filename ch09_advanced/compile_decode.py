@@ -122,7 +122,7 @@ def run(smoke: bool = False, modes: tuple[str, ...] = ("default",), new_tokens: 
     prompt = [1, 504, 3458, 282, 4649, 314, 2030, 47]  # fixed token ids: no tokenizer needed
     n_new = 8 if smoke else new_tokens
     with torch.no_grad():
-        ref = generate(model, prompt, n_new, cache="contiguous").token_ids
+        ref = generate(model, prompt, n_new, cache="contiguous", eos_token_id=None).token_ids  # no early stop
     decoder = StaticDecoder(model, len(prompt) + n_new).eval()
     eager = greedy(decoder, decoder, prompt, n_new)
     rows = [{"mode": "eager", "compile_s": 0.0, "tok/s": eager.decode_tok_s, "same tokens": eager.tokens == ref}]
