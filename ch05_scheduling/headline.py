@@ -47,17 +47,9 @@ def headline(smoke: bool = False) -> Headline:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from common.cli import friendly_errors, make_parser
-    from common.report import emit_json
+    from common.cli import headline_main
 
-    parser = make_parser("python -m ch05_scheduling.headline", __doc__)
-    parser.add_argument("--smoke", action="store_true", help="8 short requests instead of 12 longer ones")
-    args = parser.parse_args(argv)
-    with friendly_errors():
-        h = headline(args.smoke)
-        print(h.text)
-        emit_json({"chapter": h.chapter, **h.figures})
-    return 0
+    return headline_main("python -m ch05_scheduling.headline", __doc__, headline, "8 short requests instead of 12 longer ones", argv)
 
 
 if __name__ == "__main__":

@@ -30,17 +30,9 @@ def headline(smoke: bool = False) -> Headline:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from common.cli import friendly_errors, make_parser
-    from common.report import emit_json
+    from common.cli import headline_main
 
-    parser = make_parser("python -m ch09_advanced.headline", __doc__)
-    parser.add_argument("--smoke", action="store_true", help="N=1024 instead of 4096")
-    args = parser.parse_args(argv)
-    with friendly_errors():
-        h = headline(args.smoke)
-        print(h.text)
-        emit_json({"chapter": h.chapter, **h.figures})
-    return 0
+    return headline_main("python -m ch09_advanced.headline", __doc__, headline, "N=1024 instead of 4096", argv)
 
 
 if __name__ == "__main__":

@@ -94,3 +94,17 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
     return value
+
+
+def headline_main(prog: str, doc: str | None, headline_fn, smoke_help: str, argv: list[str] | None = None) -> int:
+    """The CLI every ``chNN_x/headline.py`` shares: print the chapter's sentence, then its JSON line."""
+    from common.report import emit_json
+
+    parser = make_parser(prog, doc)
+    parser.add_argument("--smoke", action="store_true", help=smoke_help)
+    args = parser.parse_args(argv)
+    with friendly_errors():
+        h = headline_fn(args.smoke)
+        print(h.text)
+        emit_json({"chapter": h.chapter, **h.figures})
+    return 0

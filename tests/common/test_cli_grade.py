@@ -56,3 +56,18 @@ def test_grade_reports_bad_input_clearly(capsys):
     assert grade.main(["x.y"]) == 2
     assert grade.main(["99.9"]) == 2
     assert "no tests found" in capsys.readouterr().err
+
+
+def test_headline_main_prints_the_sentence_then_its_json_line(capsys):
+    from common.report import Headline, parse_json_line
+
+    calls = []
+
+    def fake(smoke):
+        calls.append(smoke)
+        return Headline("chX", "measured 2.0x", {"ratio": 2.0})
+
+    assert cli.headline_main("x", "doc", fake, "tiny", ["--smoke"]) == 0
+    out = capsys.readouterr().out
+    assert calls == [True] and out.splitlines()[0] == "measured 2.0x"
+    assert parse_json_line(out) == {"chapter": "chX", "ratio": 2.0}
