@@ -4,6 +4,8 @@ every later request still succeeds (book 8.2.3, 8.2.4)."""
 
 from __future__ import annotations
 
+import time
+
 import openai
 import pytest
 
@@ -30,6 +32,9 @@ def test_openai_client_through_the_router_survives_a_replica_failure(two_replica
         for i in range(4):
             stream = client.completions.create(model="tiny", prompt=f"hello {i}", max_tokens=4, stream=True)
             assert sum(1 for _ in stream) >= 1
+        deadline = time.monotonic() + 10
+        while any(r.outstanding for r in threaded.router.balancer.replicas) and time.monotonic() < deadline:
+            time.sleep(0.05)
         served = [r.served for r in threaded.router.balancer.replicas]
         assert sum(served) == 4 and all(n >= 1 for n in served)
         two_replicas[0].stop(timeout_s=30)  # replica 0 goes away
@@ -37,5 +42,10 @@ def test_openai_client_through_the_router_survives_a_replica_failure(two_replica
             out = client.completions.create(model="tiny", prompt=f"after {i}", max_tokens=4)
             assert out.choices[0].text is not None
         dead, alive = threaded.router.balancer.replicas
+        # The router books a request as served when its response has been relayed, which can finish a
+        # moment after the client has read the last byte: wait for the in-flight count to drain.
+        deadline = time.monotonic() + 10
+        while alive.outstanding and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert not dead.healthy and alive.healthy
         assert alive.served >= served[1] + 4
