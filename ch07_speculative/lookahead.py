@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ch04_kvcache.model import LlamaModel
-from ch07_speculative.speculative import ModelRunner, SpecResult, SpecStats
+from ch07_speculative.speculative import ModelRunner, SpecResult, SpecStats, emit_tokens
 
 
 @dataclass
@@ -97,14 +97,8 @@ def lookahead_generate(target: LlamaModel, prompt_ids: Sequence[int], max_new_to
         guess = choice[n_acc + 1:] or [choice[-1]]
         guess += [guess[-1]] * (window - len(guess))
         seq.extend(new)
-        for tok in new:
-            out.append(tok)
-            if tok in stop:
-                finish = "stop"
-                break
-            if len(out) >= max_new_tokens:
-                break
-        if finish == "stop":
+        if emit_tokens(out, new, stop, max_new_tokens):
+            finish = "stop"
             break
     return SpecResult(out, finish, time.perf_counter() - t_start, stats)
 

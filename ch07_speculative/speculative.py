@@ -21,7 +21,7 @@ et al. 2023; Chen et al. 2023): ``tests/ch07/test_speculative.py`` checks identi
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -162,6 +162,20 @@ def verify(logits: torch.Tensor, draft: Draft, temperature: float,
     return k, int(torch.multinomial(p[k].cpu(), 1, generator=generator))
 
 
+def emit_tokens(out: list[int], new: Sequence[int], stop: Container[int], max_new_tokens: int) -> bool:
+    """Append the tokens a round produced to ``out``, up to a stop token or the budget.
+
+    Returns True when a stop token was emitted (the caller finishes with reason "stop").
+    """
+    for tok in new:
+        out.append(tok)
+        if tok in stop:
+            return True
+        if len(out) >= max_new_tokens:
+            return False
+    return False
+
+
 @torch.inference_mode()
 def speculative_generate(target: LlamaModel, drafter: Drafter, prompt_ids: Sequence[int], max_new_tokens: int,
                          gamma: int = 4, temperature: float = 0.0, seed: int | None = None,
@@ -207,14 +221,8 @@ def speculative_generate(target: LlamaModel, drafter: Drafter, prompt_ids: Seque
         stats.accepted += n_acc
         stats.emitted += len(new)
         seq.extend(new)
-        for tok in new:
-            out.append(tok)
-            if tok in stop:
-                finish = "stop"
-                break
-            if len(out) >= max_new_tokens:
-                break
-        if finish == "stop":
+        if emit_tokens(out, new, stop, max_new_tokens):
+            finish = "stop"
             break
     return SpecResult(out, finish, time.perf_counter() - t_start, stats)
 
