@@ -8,10 +8,15 @@ Method (Linux): resident set size (RSS) from ``/proc/self/status``. ``VmRSS`` af
 transformers`` is the runtime baseline; RSS after loading the model minus the baseline is what the
 weights cost; then the peak-RSS counter (``VmHWM``) is reset by writing ``5`` to
 ``/proc/self/clear_refs`` and one forward pass with a ``transformers`` KV cache runs, so ``VmHWM`` minus
-the RSS before the forward is the forward's own peak (activations + KV cache). A tiny 8-token forward
-runs first, so one-time runtime set-up (thread pools, kernel caches) counts as runtime, not activations. Where the reset is not
+the RSS before the forward is the forward's own peak (activations + KV cache). One forward of the same
+shape runs first, so one-time runtime set-up (OpenMP thread pools, the GEMM library's packing scratch,
+which grows with the shape and the thread count) counts as runtime, not activations: the steady state a
+serving engine sees (vLLM runs a profiling forward for the same reason). Where the reset is not
 allowed, the whole-process peak (``ru_maxrss``) is used and the result says so. Large tensors are
-``mmap``-ed by the allocator and returned on free, so RSS follows live tensors closely.
+``mmap``-ed by the allocator and returned on free, so RSS follows live tensors closely: the probe tells
+glibc (``mallopt``) to ``mmap`` every block of 128 KiB or more and to trim freed heap at once. Without
+that, glibc raises its mmap threshold as tensors are freed and keeps freed chunks for reuse, and RSS
+misses or double-counts tens of MB, differently on every run and machine.
 
 On a GPU the same numbers come from ``torch.cuda.max_memory_allocated`` (see ``reality.py``).
 """
@@ -82,6 +87,21 @@ def cache_nbytes(cache) -> int:
     return total
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
+
+
+def make_rss_track_tensors() -> bool:
+    """Ask glibc to return freed memory at once, so RSS is live tensors plus runtime (False: not glibc)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 0))
+    except (OSError, AttributeError):
+        return False
+
+
 def measure_forward(model_spec: str | None, batch: int, tokens: int, threads: int = 0) -> ForwardMemory:
     """Load the model in this process and measure one forward (see the module docstring)."""
     import torch
@@ -89,6 +109,7 @@ def measure_forward(model_spec: str | None, batch: int, tokens: int, threads: in
 
     from common.loader import load_config, load_hf_model
 
+    make_rss_track_tensors()
     if threads:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
@@ -111,8 +132,8 @@ def measure_forward(model_spec: str | None, batch: int, tokens: int, threads: in
 
     # transformers 5.2x renamed past_key_values to cache
     cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    with torch.inference_mode():  # one tiny warm-up: thread pools and kernel caches are runtime, not activations
-        model(input_ids=ids[:1, :8], **{cache_kw: DynamicCache(config=model.config)}, use_cache=True)
+    with torch.inference_mode():  # warm-up of the same shape: thread pools and GEMM scratch are runtime
+        model(input_ids=ids, **{cache_kw: DynamicCache(config=model.config)}, use_cache=True)
     cache = DynamicCache(config=model.config)
     before = _status("VmRSS")
     reset = _reset_peak()
