@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-num-batched-tokens", type=positive_int, default=512)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--no-vllm", action="store_true", help="skip vLLM even if .venv-vllm exists")
+    parser.add_argument("--no-prepack", action="store_true",
+                        help="run our engine on plain nn.Linear weights (see cpu_linear.py)")
     parser.add_argument("--check", type=int, default=3, help="requests re-run alone to compare outputs")
     args = parser.parse_args(argv)
     with friendly_errors():
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                                             (args.n, args.max_output, args.max_prompt, args.max_num_seqs))
         cfg = EngineConfig(model=args.model, device=args.device, dtype=args.dtype, load_format=args.load_format,
                            seed=args.seed, max_num_seqs=seqs_cap, max_num_batched_tokens=args.max_num_batched_tokens,
-                           enable_prefix_caching=True)
+                           enable_prefix_caching=True, cpu_prepack=not args.no_prepack)
         engine = LLMEngine(cfg)
         trace = sharegpt_trace(engine.tokenizer, n, args.seed, max_output=max_out, max_prompt=max_prompt)
         tokens = sum(r.output_len for r in trace)
@@ -150,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
         if not args.json:
             print_table(rows, title=f"{n} ShareGPT requests, {tokens} output tokens, batch {seqs_cap}, "
-                                    f"{dtype_name(engine.model.dtype)}, {torch.get_num_threads()} threads")
+                                    f"{dtype_name(engine.model.dtype)}, {torch.get_num_threads()} threads, "
+                                    f"{engine.prepacked_linears} prepacked linears in our engine")
             print(f"simulator error: throughput {sim_tput_err:.1f}%, mean TTFT {sim_ttft_err:.1f}% "
                   f"(cost model fitted on this run's steps: {cost.describe()})")
             if vllm_note:
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             "engine_ttft_mean_s": cont["ttft_mean"], "static_ttft_mean_s": static["ttft_mean"],
             "engine_settings": {"max_num_seqs": seqs_cap, "max_num_batched_tokens": args.max_num_batched_tokens,
                                 "enable_chunked_prefill": True, "enable_prefix_caching": True,
-                                "block_size": cfg.block_size},
+                                "block_size": cfg.block_size, "prepacked_linears": engine.prepacked_linears},
             "vllm_settings": vllm_settings, "vllm_note": vllm_note, "threads": torch.get_num_threads(),
             "hardware": stamp_dict(dtype=dtype_name(engine.model.dtype)),
         })

@@ -23,6 +23,7 @@ import torch
 
 from ch04_kvcache.model import LlamaModel
 from ch05_scheduling.cost_model import StepRecord, step_features
+from ch05_scheduling.cpu_linear import can_prepack, prepack_linears
 from ch05_scheduling.model_runner import ModelRunner
 from ch05_scheduling.policies import Policy, make_policy
 from ch05_scheduling.scheduler import Scheduler, SchedulerConfig
@@ -50,6 +51,7 @@ class EngineConfig:
     max_model_len: int = 2048
     policy: str = "continuous"
     seed: int = 0
+    cpu_prepack: bool = True         # oneDNN-packed linears on CPU fp32 (cpu_linear.py); own models only
 
     def __post_init__(self) -> None:
         if self.kv_cache_mib < 1:
@@ -99,6 +101,7 @@ class LLMEngine:
 
     def __post_init__(self) -> None:
         cfg = self.config
+        self.prepacked_linears = 0
         if self.model is None:
             device = pick_device(cfg.device)
             self.model = LlamaModel.from_pretrained(cfg.model, device=device, dtype=pick_dtype(cfg.dtype, device),
@@ -107,6 +110,9 @@ class LLMEngine:
                 from common.loader import load_tokenizer
 
                 self.tokenizer = load_tokenizer(cfg.model)
+            # a model passed in stays as it was given; one the engine loads is the engine's to optimize
+            if cfg.cpu_prepack and can_prepack(self.model.dtype, self.model.device) is None:
+                self.prepacked_linears = prepack_linears(self.model, batch_hint=cfg.max_num_seqs)
         mcfg = self.model.config
         per_block = int(mcfg.kv_bytes_per_token(self.model.dtype.itemsize)) * cfg.block_size
         num_blocks = cfg.num_blocks or max(cfg.kv_cache_mib * 2**20 // per_block, 1)
