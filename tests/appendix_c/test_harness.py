@@ -69,3 +69,17 @@ def test_readme_results_section_is_regenerated_between_markers(tmp_path):
     text = f"intro\n\n{rr.BEGIN}\nold\n{rr.END}\n\nafter\n"
     new = rr.updated_readme(text, f"{rr.BEGIN}\nnew\n{rr.END}")
     assert new == f"intro\n\n{rr.BEGIN}\nnew\n{rr.END}\n\nafter\n"
+
+
+def test_only_refreshes_one_benchmark_and_keeps_the_rest_of_the_report(tmp_path):
+    from appendix_c_benchmarks.__main__ import main
+
+    kept = BenchResult("ch04_kvcache", "ok", 12.0, {"speedup": 5.0})
+    rep.write_report(tmp_path, {"ch04_kvcache": kept}, stamp_dict(), smoke=True)
+    main(["--smoke", "--only", "ch02_vram", "--out", str(tmp_path)])
+    benches = json.loads((tmp_path / "results.json").read_text())["benchmarks"]
+    assert list(benches) == ["ch02_vram", "ch04_kvcache"]  # registry order
+    assert benches["ch04_kvcache"]["data"] == {"speedup": 5.0}
+    assert benches["ch02_vram"]["status"] == "ok" and benches["ch02_vram"]["data"]["total_bytes"] > 0
+    main(["--only", "ch02_vram", "--out", str(tmp_path)])  # a full run does not mix with a smoke report
+    assert list(json.loads((tmp_path / "results.json").read_text())["benchmarks"]) == ["ch02_vram"]
