@@ -16,10 +16,11 @@ present at t=0 (offline throughput), run by:
   defaults kept: chunked prefill and prefix caching on -- so ours runs with prefix caching on too).
 
 It also checks that greedy outputs in the batch equal each request run alone (ch04's ``generate``),
-and measures the simulator's error: a cost model is fitted on the step logs of the two real runs (step
-times drift with the machine's load, so a model from another moment would mostly measure that drift),
-the simulator replays the continuous run's trace with the same scheduler settings, and its throughput
-and mean TTFT are compared with the real run's.
+and measures the simulator's error: the simulator replays the continuous run's trace with the same
+scheduler settings and a cost model, and its throughput and mean TTFT are compared with the real run's.
+The cost model is the one ``calibrate.py`` saved when it was measured on this setup (same hardware,
+threads, model, dtype, prepacking: a held-out prediction); otherwise it is fitted on this run's own
+step logs, which only tests the scheduling replay (the JSON says which: ``cost_model_held_out``).
 
     python -m ch05_scheduling.bench --smoke           # seconds, no vLLM
     python -m ch05_scheduling.bench --n 64 --max-output 256
@@ -32,6 +33,7 @@ import time
 import torch
 
 from ch04_kvcache.generate import generate
+from ch05_scheduling.calibrate import saved_calibration
 from ch05_scheduling.cost_model import fit
 from ch05_scheduling.engine import EngineConfig, LLMEngine
 from ch05_scheduling.metrics import summarize_requests
@@ -130,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         bound = static_bound(trace, seqs_cap)
         # Step times drift with the machine's load, so the cost model is fitted on this run's own step
         # logs (both modes); the simulator must then reproduce the scheduling: queueing, TTFT, throughput.
-        cost = fit(cont_log + static_log, {"source": "fitted on this run's step logs (static + continuous)"})
+        # A cost model calibrate.py saved on this setup makes the simulator's figures a prediction
+        # (held out); without one, the fit on this run's own steps only tests the scheduling replay.
+        cost = saved_calibration(engine) or fit(
+            cont_log + static_log, {"source": "fitted on this run's step logs (in-sample; run "
+                                              "python -m ch05_scheduling.calibrate first for a held-out model)"})
         sim = simulate(trace, engine.scheduler.config, "continuous", cost).metrics()
         sim_tput_err = abs(sim["throughput_tok_s"] - cont["throughput_tok_s"]) / cont["throughput_tok_s"] * 100
         sim_ttft_err = abs(sim["ttft_mean"] - cont["ttft_mean"]) / cont["ttft_mean"] * 100
@@ -181,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{bound:.2f} if every step cost the same (static batches idle {1 - 1 / bound:.0%} of their "
                   f"slots); on a CPU a step's cost grows with its rows, so emptier static steps are cheaper")
             print(f"simulator error: throughput {sim_tput_err:.1f}%, mean TTFT {sim_ttft_err:.1f}% "
-                  f"(cost model fitted on this run's steps: {cost.describe()})")
+                  f"(cost model {cost.meta['source']}{', ' + cost.meta['date'] if 'date' in cost.meta else ''}: "
+                  f"{cost.describe()})")
             if vllm_note:
                 print(f"vLLM: {vllm_note}")
         emit_json({
@@ -196,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             "engine_vs_vllm": cont["throughput_tok_s"] / vllm_tok_s if vllm_tok_s else None,
             "simulator_throughput_error_pct": sim_tput_err, "simulator_ttft_error_pct": sim_ttft_err,
             "outputs_identical_to_single": identical, "cost_model": cost.coef,
-            "cost_model_source": cost.meta["source"], "cost_model_fit_mape_pct": cost.meta["fit_mape_pct"], "vllm_outputs_identical_frac": vllm_same,
+            "cost_model_source": cost.meta["source"], "cost_model_fit_mape_pct": cost.meta["fit_mape_pct"],
+            "cost_model_held_out": cost.meta["source"] == "calibrated", "vllm_outputs_identical_frac": vllm_same,
             "engine_ttft_mean_s": cont["ttft_mean"], "static_ttft_mean_s": static["ttft_mean"],
             "engine_settings": {"max_num_seqs": seqs_cap, "max_num_batched_tokens": args.max_num_batched_tokens,
                                 "enable_chunked_prefill": True, "enable_prefix_caching": True,

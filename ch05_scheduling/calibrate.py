@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from pathlib import Path
 
 from ch05_scheduling.cost_model import CostModel, StepRecord, fit
 from ch05_scheduling.engine import EngineConfig, LLMEngine
@@ -78,12 +79,28 @@ def collect(engine: LLMEngine, *, smoke: bool = False, seed: int = 0) -> list[St
     return records
 
 
+def setup_key(engine: LLMEngine) -> dict:
+    """What a step time depends on besides its shape: a cost model only transfers when these match."""
+    import torch
+
+    return {"hardware": hardware_stamp().short(), "torch_threads": torch.get_num_threads(),
+            "model": engine.config.model, "dtype": dtype_name(engine.model.dtype),
+            "prepacked_linears": engine.prepacked_linears, "block_size": engine.config.block_size}
+
+
 def calibrate(engine: LLMEngine, *, smoke: bool = False, seed: int = 0) -> CostModel:
     records = collect(engine, smoke=smoke, seed=seed)
-    hw = hardware_stamp()
-    return fit(records, {"source": "calibrated", "hardware": hw.short(), "threads": hw.threads,
-                         "model": engine.config.model, "dtype": dtype_name(engine.model.dtype),
-                         "date": dt.date.today().isoformat()})
+    return fit(records, {"source": "calibrated", **setup_key(engine), "date": dt.date.today().isoformat()})
+
+
+def saved_calibration(engine: LLMEngine, path: Path | None = None) -> CostModel | None:
+    """The cost model ``calibrate.py`` saved, if it was measured on this setup (see :func:`setup_key`)."""
+    path = path or default_cost_path()
+    if not path.is_file():
+        return None
+    cost = CostModel.load(path)
+    key = setup_key(engine)
+    return cost if all(cost.meta.get(k) == v for k, v in key.items()) else None
 
 
 def validation_trace(engine: LLMEngine, n: int, max_output: int, rate: float, seed: int = 1) -> list[TraceRequest]:

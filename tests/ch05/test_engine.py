@@ -137,7 +137,7 @@ def test_async_stream_yields_tokens_and_a_client_leaving_aborts(tiny_model):
         engine.shutdown()
 
 
-def test_calibration_fits_a_model_and_validation_compares_like_with_like(tiny_model):
+def test_calibration_fits_a_model_and_validation_compares_like_with_like(tiny_model, tmp_path):
     from ch05_scheduling.calibrate import calibrate, validate, validation_trace
 
     engine = LLMEngine(EngineConfig(block_size=16, num_blocks=512), model=tiny_model)
@@ -147,3 +147,12 @@ def test_calibration_fits_a_model_and_validation_compares_like_with_like(tiny_mo
     v = validate(engine, cost, trace)
     assert v.real["output_tokens"] == v.sim["output_tokens"] == sum(r.output_len for r in trace)
     assert v.throughput_error_pct >= 0 and v.ttft_error_pct >= 0
+    # a saved calibration is reused only on the setup it was measured on
+    from ch05_scheduling.calibrate import saved_calibration
+
+    path = tmp_path / "cost_model.json"
+    assert saved_calibration(engine, path) is None
+    cost.save(path)
+    assert saved_calibration(engine, path).coef == cost.coef
+    engine.prepacked_linears = 7  # e.g. the same model prepacked: other step times
+    assert saved_calibration(engine, path) is None

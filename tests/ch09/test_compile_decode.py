@@ -37,3 +37,33 @@ def test_compiled_decode_has_no_graph_break_and_same_tokens(tiny):
     prompt = [5, 17, 99, 3]
     eager = greedy(dec, dec, prompt, 8).tokens
     assert greedy(torch.compile(dec), dec, prompt, 8).tokens == eager
+
+
+def test_prepacked_eager_decoder_gives_the_same_tokens(tiny, tiny_hf_model):
+    from ch04_kvcache.model import LlamaModel
+    from ch05_scheduling.cpu_linear import can_prepack, prepack_linears
+
+    if can_prepack(torch.float32, "cpu"):
+        pytest.skip(can_prepack(torch.float32, "cpu"))
+    packed = LlamaModel.from_pretrained(tiny_hf_model[1]).eval()
+    prepack_linears(packed, batch_hint=1)
+    prompt = [5, 17, 99, 3]
+    dec, pdec = StaticDecoder(tiny, 12), StaticDecoder(packed, 12)
+    assert greedy(pdec, pdec, prompt, 8).tokens == greedy(dec, dec, prompt, 8).tokens
+
+
+@pytest.mark.slow
+def test_freezing_compile_gives_the_same_tokens(tiny):
+    from ch09_advanced.compile_decode import compile_step
+
+    dec = StaticDecoder(tiny, 12)
+    prompt = [5, 17, 99, 3]
+    eager = greedy(dec, dec, prompt, 8).tokens
+    torch._dynamo.reset()
+    try:
+        assert greedy(compile_step(dec, "freezing"), dec, prompt, 8).tokens == eager
+    finally:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = False
+        torch._dynamo.reset()
