@@ -154,6 +154,7 @@ class LlamaModel(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
+        self.decode_kernel = None  # paged_attention.DecodeKernel for pure-decode batches (chapter 9 sets one)
 
     # ------------------------------------------------------------------ contiguous / no cache
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None, cache=None,
@@ -209,7 +210,7 @@ class LlamaModel(nn.Module):
         """Flattened batch: input_ids/positions (N,) -> logits (num_logits, V); K/V go to ``cache``."""
         if input_ids.dim() != 1 or positions.shape != input_ids.shape:
             raise ValueError("forward_batch takes flat (N,) input_ids and positions")
-        plan = build_plan(meta, cache.block_size, input_ids.device)
+        plan = build_plan(meta, cache.block_size, input_ids.device, self.decode_kernel)
         slot_mapping = meta.slot_mapping.to(input_ids.device)
         x = self.embed_tokens(input_ids)  # (N, hidden)
         cos, sin = self.rotary(positions, x.dtype)  # (N, D)

@@ -19,6 +19,7 @@ materialises the gathered K/V is chapter 9's business.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -56,6 +57,11 @@ class AttentionMetadata:
         return ends.to(self.slot_mapping.device)
 
 
+# A decode kernel reads K/V where they lie in the block pool: (q (S, H, D), k_flat, v_flat, plan) -> (S, H, D).
+# Chapter 9 provides one (ch09_advanced/paged_decode_cpu.py) and sets ``model.decode_kernel``.
+DecodeKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "PagedPlan"], torch.Tensor]
+
+
 @dataclass
 class PagedPlan:
     """Index tensors derived from :class:`AttentionMetadata`, shared by every layer of one forward."""
@@ -67,9 +73,14 @@ class PagedPlan:
     max_ctx: int
     decode_mask: torch.Tensor | None  # (S, 1, 1, max_ctx) bool, None when all contexts are equally long
     masks: list[torch.Tensor | None]  # mixed: per-sequence (q, ctx) bool mask, None = plain causal/none
+    block_tables: torch.Tensor | None = None  # (S, max_blocks) long, padded with block 0
+    context_lens_t: torch.Tensor | None = None  # (S,) long
+    block_size: int = 0
+    decode_kernel: DecodeKernel | None = None  # replaces gather + SDPA for pure-decode batches
 
 
-def build_plan(meta: AttentionMetadata, block_size: int, device: torch.device) -> PagedPlan:
+def build_plan(meta: AttentionMetadata, block_size: int, device: torch.device,
+               decode_kernel: DecodeKernel | None = None) -> PagedPlan:
     """Turn block tables into slot indices: slot(p) = table[p // block_size] * block_size + p % block_size."""
     ctx = meta.context_lens
     max_ctx = max(ctx)
@@ -86,6 +97,9 @@ def build_plan(meta: AttentionMetadata, block_size: int, device: torch.device) -
     decode_only = all(q == 1 for q in meta.query_lens)
     masks: list[torch.Tensor | None] = []
     decode_mask = None
+    if decode_only and decode_kernel is not None:  # the kernel walks the block tables itself
+        return PagedPlan(list(meta.query_lens), list(ctx), True, torch.empty(0, dtype=torch.long), max_ctx, None,
+                         masks, tables.to(device), ctx_t.to(device), block_size, decode_kernel)
     if decode_only:
         gather = slots.reshape(-1)
         if min(ctx) != max_ctx:
@@ -104,6 +118,8 @@ def build_plan(meta: AttentionMetadata, block_size: int, device: torch.device) -
 def paged_attention(q: torch.Tensor, k_flat: torch.Tensor, v_flat: torch.Tensor, plan: PagedPlan,
                     scale: float | None = None) -> torch.Tensor:
     """q (N, H, D); k_flat/v_flat (num_slots, Hkv, D) with new tokens already written -> out (N, H, D)."""
+    if plan.decode_kernel is not None and plan.decode_only:
+        return plan.decode_kernel(q, k_flat, v_flat, plan)
     n, h, d = q.shape
     k_all = k_flat.index_select(0, plan.gather_slots)  # decode: (S*max_ctx, Hkv, D); mixed: (sum ctx, Hkv, D)
     v_all = v_flat.index_select(0, plan.gather_slots)

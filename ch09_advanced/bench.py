@@ -3,7 +3,8 @@
     python -m ch09_advanced.bench            # full sizes (compile and export take minutes on 2 cores)
     python -m ch09_advanced.bench --smoke    # small sizes; builds are cached after the first run
 
-Each part runs the module that owns it (flash_attention, moe, compile_decode, triton_ops, cpp_op, edge);
+Each part runs the module that owns it (flash_attention, moe, compile_decode, triton_ops, cpp_op,
+paged_decode_cpu, edge);
 a part that cannot run here (missing optional package) reports null and says why in one sentence.
 """
 
@@ -29,7 +30,7 @@ def _part(name: str, fn: Callable[[], dict], notes: list[str]) -> dict:
 
 
 def run(smoke: bool) -> dict:
-    from ch09_advanced import compile_decode, cpp_op, edge, flash_attention, moe
+    from ch09_advanced import compile_decode, cpp_op, edge, flash_attention, moe, paged_decode_cpu
 
     notes: list[str] = []
     fl = _part("flash", lambda: flash_attention.run(smoke=smoke), notes)
@@ -39,6 +40,9 @@ def run(smoke: bool) -> dict:
                notes)
     tr = _part("triton", lambda: triton_ops.run(smoke=smoke), notes)
     cp = _part("cpp", lambda: cpp_op.run(smoke=smoke), notes)
+    pd = _part("paged_decode", lambda: {**paged_decode_cpu.compare(4 if smoke else 16, 256 if smoke else 1024),
+                                        **(paged_decode_cpu.engine_speedup(4, 8, 128, 4) if smoke else
+                                           paged_decode_cpu.engine_speedup(32, 128, 1024, 16))}, notes)
     ed = _part("edge", lambda: edge.run(smoke=smoke), notes)
     return {"compile_speedup": co.get("compile_speedup"), "compile_tokens_identical": co.get("compile_tokens_identical"),
             "decode_mbu_bs1": co.get("decode_mbu_bs1"), "decode_vs_llama_cpp": co.get("decode_vs_llama_cpp"),
@@ -48,6 +52,10 @@ def run(smoke: bool) -> dict:
             "flash_memory_ratio_at_4096": fl.get("flash_memory_ratio_at_4096"),
             "triton_max_abs_diff": tr.get("triton_max_abs_diff"), "triton_mode": tr.get("mode"),
             "cpp_op_speedup": cp.get("cpp_op_speedup"),
+            "paged_decode_kernel_speedup": pd.get("speedup"), "paged_decode_max_abs_diff": pd.get("max abs diff"),
+            "engine_kernel_speedup": pd.get("engine_kernel_speedup"),
+            "engine_with_kernel_tok_s": pd.get("engine_with_kernel_tok_s"),
+            "engine_kernel_tokens_identical": pd.get("engine_kernel_tokens_identical"),
             "onnx_int8_vs_torch_fp32_tok_s": ed.get("onnx_int8_vs_torch_fp32_tok_s"),
             "onnx_int8_size_ratio": ed.get("onnx_int8_size_ratio"),
             "moe_grouped_vs_loop": mo.get("moe_grouped_vs_loop"),
