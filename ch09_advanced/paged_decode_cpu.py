@@ -8,8 +8,9 @@ Chapter 4's ``paged_attention`` serves a decode batch in three passes over memor
 copies every sequence's K and V out of the block pool (padded to the longest context), then SDPA reads
 the copies. At batch 16 with ~1,000-token contexts that copy is the largest cost of an engine step on a
 CPU (ch05 README). This operator is what vLLM's CPU paged-attention kernel does: one task per
-(sequence, KV head) walks the block table, reads each key once for all the query heads that share it
-(GQA), keeps the scores in a small buffer, then reads each value once. No copy, no padding.
+sequence walks its block table, reads each token's K row (all KV heads, contiguous) once for every
+query head (GQA: head h uses KV head h / group), keeps the scores in a small buffer, then reads each
+V row once. No copy, no padding.
 
 It plugs into the model through ch04's hook (``model.decode_kernel``), so chapter 5's engine runs
 unchanged: :func:`install` sets it on an engine's model; pure-decode steps then use it, mixed steps
@@ -56,48 +57,53 @@ torch::Tensor paged_decode(torch::Tensor q, torch::Tensor k_flat, torch::Tensor 
   const int64_t* lp = lens.data_ptr<int64_t>();
   float* op = out.data_ptr<float>();
   const float sc = (float)scale;
-  at::parallel_for(0, S * Hkv, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores, acc(G * D);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t s = task / Hkv, kvh = task % Hkv, n = lp[s];
-      scores.assign(G * n, 0.f);
-      const float* qs = qp + (s * H + kvh * G) * D;         // the G query heads of this KV head
-      std::vector<float> mx(G, -std::numeric_limits<float>::infinity());
-      for (int64_t t = 0; t < n; ++t) {                     // pass 1: each key read once for G heads
+  // one task per sequence: each token's K row (all KV heads, contiguous) is read once, for all H heads
+  at::parallel_for(0, S, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores, acc(H * D), mx(H), sum(H);
+    for (int64_t s = begin; s < end; ++s) {
+      const int64_t n = lp[s];
+      scores.resize(H * n);
+      const float* qs = qp + s * H * D;
+      std::fill(mx.begin(), mx.end(), -std::numeric_limits<float>::infinity());
+      for (int64_t t = 0; t < n; ++t) {                     // pass 1: q . k for every head
         const int64_t slot = tp[s * max_blocks + t / block_size] * block_size + t % block_size;
-        const float* k = kp + (slot * Hkv + kvh) * D;
-        for (int64_t g = 0; g < G; ++g) {
-          const float* qg = qs + g * D;
+        const float* krow = kp + slot * Hkv * D;
+        for (int64_t h = 0; h < H; ++h) {
+          const float* qh = qs + h * D;
+          const float* k = krow + (h / G) * D;              // query head h reads KV head h / G
           float dot = 0.f;
           #pragma omp simd reduction(+:dot)
-          for (int64_t i = 0; i < D; ++i) dot += qg[i] * k[i];
+          for (int64_t i = 0; i < D; ++i) dot += qh[i] * k[i];
           dot *= sc;
-          scores[g * n + t] = dot;
-          mx[g] = std::max(mx[g], dot);
+          scores[h * n + t] = dot;
+          mx[h] = std::max(mx[h], dot);
         }
       }
-      std::vector<float> sum(G, 0.f);
-      for (int64_t g = 0; g < G; ++g)
+      for (int64_t h = 0; h < H; ++h) {                     // softmax numerators and their sums
+        float* row = scores.data() + h * n;
+        float total = 0.f;
         for (int64_t t = 0; t < n; ++t) {
-          const float e = std::exp(scores[g * n + t] - mx[g]);
-          scores[g * n + t] = e;
-          sum[g] += e;
+          row[t] = std::exp(row[t] - mx[h]);
+          total += row[t];
         }
+        sum[h] = total;
+      }
       std::fill(acc.begin(), acc.end(), 0.f);
-      for (int64_t t = 0; t < n; ++t) {                     // pass 2: each value read once for G heads
+      for (int64_t t = 0; t < n; ++t) {                     // pass 2: each V row read once
         const int64_t slot = tp[s * max_blocks + t / block_size] * block_size + t % block_size;
-        const float* v = vp + (slot * Hkv + kvh) * D;
-        for (int64_t g = 0; g < G; ++g) {
-          const float p = scores[g * n + t];
-          float* a = acc.data() + g * D;
+        const float* vrow = vp + slot * Hkv * D;
+        for (int64_t h = 0; h < H; ++h) {
+          const float p = scores[h * n + t];
+          const float* v = vrow + (h / G) * D;
+          float* a = acc.data() + h * D;
           #pragma omp simd
           for (int64_t i = 0; i < D; ++i) a[i] += p * v[i];
         }
       }
-      for (int64_t g = 0; g < G; ++g) {
-        float* o = op + (s * H + kvh * G + g) * D;
-        const float inv = 1.f / sum[g];
-        for (int64_t i = 0; i < D; ++i) o[i] = acc[g * D + i] * inv;
+      for (int64_t h = 0; h < H; ++h) {
+        float* o = op + (s * H + h) * D;
+        const float inv = 1.f / sum[h];
+        for (int64_t i = 0; i < D; ++i) o[i] = acc[h * D + i] * inv;
       }
     }
   });
