@@ -11,8 +11,10 @@ client goes away).
 One thread owns the :class:`LLMEngine` (torch and the scheduler are never touched from two threads): it
 drains an inbox of new requests and aborts between steps, runs ``step()``, and hands each request's
 :class:`RequestOutput` to that request's ``asyncio.Queue`` through ``call_soon_threadsafe``. Leaving the
-``async for`` early (a client disconnect, a ``break``, a cancelled task) aborts the request, which frees
-its KV blocks at the next step boundary.
+``async for`` early (a client disconnect, a ``break``, a cancelled task) aborts the request and waits
+until the engine thread has freed its KV blocks (at the next step boundary), so a server's handler
+returns with the memory back. A failing ``step()`` fails every open stream and is kept in ``error``
+(``healthy`` turns False); ``shutdown()`` ends every open stream with :class:`EngineStopped`.
 
     python -m ch05_scheduling.async_engine --smoke    # two concurrent streams, one aborted
 """
@@ -20,6 +22,8 @@ its KV blocks at the next step boundary.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import itertools
 import queue
 import threading
@@ -42,6 +46,11 @@ class _Add:
 @dataclass
 class _Abort:
     request_id: int
+    done: concurrent.futures.Future | None = None  # set once the engine thread has freed the blocks
+
+
+class EngineStopped(RuntimeError):
+    """The engine loop was shut down while the request was still open."""
 
 
 class AsyncLLMEngine:
@@ -55,6 +64,7 @@ class AsyncLLMEngine:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None  # the exception a step() raised, if one did
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -74,6 +84,16 @@ class AsyncLLMEngine:
     def num_active(self) -> int:
         with self._streams_lock:
             return len(self._streams)
+
+    @property
+    def num_queued(self) -> int:
+        """Requests and aborts handed to the loop but not yet seen by the engine."""
+        return self._inbox.qsize()
+
+    @property
+    def healthy(self) -> bool:
+        """The loop thread runs and no step has failed (a server's readiness probe reads this)."""
+        return self._thread is not None and self._thread.is_alive() and self.error is None
 
     # ------------------------------------------------------------------ the background loop
     def _deliver(self, rid: int, item: RequestOutput | BaseException) -> None:
@@ -100,6 +120,15 @@ class AsyncLLMEngine:
                 out = self.engine.abort(msg.request_id)
                 if out is not None:
                     self._deliver(msg.request_id, out)
+                if msg.done is not None:
+                    msg.done.set_result(None)
+
+    def _fail_open_streams(self, exc: BaseException) -> None:
+        with self._streams_lock:
+            rids = list(self._streams)
+        for rid in rids:
+            self.engine.abort(rid)
+            self._deliver(rid, exc)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -111,14 +140,13 @@ class AsyncLLMEngine:
             try:
                 outs = self.engine.step()
             except Exception as exc:  # noqa: BLE001 - fail every open stream, keep the thread alive
-                with self._streams_lock:
-                    rids = list(self._streams)
-                for rid in rids:
-                    self.engine.abort(rid)
-                    self._deliver(rid, exc)
+                self.error = exc
+                self._fail_open_streams(exc)
                 continue
             for out in outs:
                 self._deliver(out.request_id, out)
+        self._drain_inbox()  # pending aborts still free their blocks and wake their waiters
+        self._fail_open_streams(EngineStopped("the engine was shut down"))
 
     # ------------------------------------------------------------------ client API
     def add(self, prompt: str | Seq[int], params: SamplingParams | None = None, **kwargs) -> tuple[int, asyncio.Queue]:
@@ -132,9 +160,15 @@ class AsyncLLMEngine:
         self._wake.set()
         return rid, q
 
-    def abort(self, request_id: int) -> None:
-        self._inbox.put(_Abort(request_id))
+    def abort(self, request_id: int) -> concurrent.futures.Future:
+        """Ask the loop to abort; the returned future is done once the request's blocks are free."""
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        if self._thread is None or not self._thread.is_alive():
+            done.set_result(None)  # no loop: nothing holds the request's blocks
+            return done
+        self._inbox.put(_Abort(request_id, done))
         self._wake.set()
+        return done
 
     async def stream(self, prompt: str | Seq[int], params: SamplingParams | None = None,
                      **kwargs) -> AsyncIterator[RequestOutput]:
@@ -153,9 +187,12 @@ class AsyncLLMEngine:
                     return
         finally:
             if not finished:
-                self.abort(rid)
                 with self._streams_lock:
                     self._streams.pop(rid, None)
+                # wait until the blocks are free, so a server handler returns with the memory back;
+                # shielded: a cancelled client still gets its abort carried out
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(asyncio.wrap_future(self.abort(rid)))
 
     async def generate(self, prompt: str | Seq[int], params: SamplingParams | None = None,
                        **kwargs) -> RequestOutput:

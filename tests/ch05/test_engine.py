@@ -137,6 +137,41 @@ def test_async_stream_yields_tokens_and_a_client_leaving_aborts(tiny_model):
         engine.shutdown()
 
 
+def test_closing_a_stream_returns_only_after_its_blocks_are_free_and_shutdown_ends_open_streams(tiny_model):
+    import asyncio
+
+    from ch05_scheduling.async_engine import AsyncLLMEngine, EngineStopped
+
+    engine = AsyncLLMEngine(LLMEngine(EngineConfig(block_size=4, num_blocks=64), model=tiny_model))
+    blocks = engine.engine.scheduler.block_manager
+
+    async def leave_after(n: int) -> int:
+        stream = engine.stream(PROMPTS[2], SamplingParams(max_tokens=200, ignore_eos=True))
+        async for _ in stream:
+            n -= 1
+            if n == 0:
+                break
+        await stream.aclose()  # what a server does when the client goes away
+        return blocks.num_used_blocks  # read at once: no sleeping, no polling
+
+    async def stopped_midway() -> type:
+        try:
+            async for _ in engine.stream(PROMPTS[0], SamplingParams(max_tokens=200, ignore_eos=True)):
+                if engine.healthy:
+                    await asyncio.to_thread(engine.shutdown)
+        except EngineStopped as exc:
+            return type(exc)
+        return type(None)
+
+    try:
+        assert asyncio.run(leave_after(3)) == 0
+        assert engine.healthy and engine.error is None
+        assert asyncio.run(stopped_midway()) is EngineStopped
+        assert not engine.healthy
+    finally:
+        engine.shutdown()
+
+
 def test_calibration_fits_a_model_and_validation_compares_like_with_like(tiny_model, tmp_path):
     from ch05_scheduling.calibrate import calibrate, validate, validation_trace
 
