@@ -7,6 +7,7 @@ or does not exist yet appears as such, so the report never shows a number that w
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -78,13 +79,32 @@ def _section_lines(section: str, results: dict[str, BenchResult]) -> Iterable[st
             yield "```"
             yield format_table([{"figure": k, "value": v} for k, v in rows][:40], floatfmt=".4g")
             yield "```"
+            yield from (f"![{k}]({v})" for k, v in r.data.items() if isinstance(v, str) and v.startswith("plots/"))
             yield f"({r.seconds:.0f} s)"
         yield ""
+
+
+def collect_plots(out_dir: Path, results: dict[str, BenchResult]) -> None:
+    """Copy each benchmark's PNGs into ``out_dir/plots`` and point its data there (relative paths), so
+    a committed report carries its figures instead of paths on the machine that measured them."""
+    plots = out_dir / "plots"
+    for r in results.values():
+        for key, value in list(r.data.items()):
+            if not (isinstance(value, str) and value.endswith(".png")):
+                continue
+            src = Path(value)
+            if src.is_absolute() and src.is_file():
+                plots.mkdir(parents=True, exist_ok=True)
+                dst = plots / f"{r.key}_{src.name}"
+                if src.resolve() != dst.resolve():
+                    shutil.copyfile(src, dst)
+                r.data[key] = str(dst.relative_to(out_dir))
 
 
 def write_report(out_dir: Path, results: dict[str, BenchResult], stamp: dict[str, Any], smoke: bool) -> Path:
     """Write results.json, report.md and charts into ``out_dir``; return the report path."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    collect_plots(out_dir, results)
     payload = {"hardware": stamp, "smoke": smoke,
                "benchmarks": {k: asdict(r) | {"log": ""} for k, r in results.items()}}
     (out_dir / "results.json").write_text(json.dumps(payload, indent=1, default=str))

@@ -83,3 +83,15 @@ def test_only_refreshes_one_benchmark_and_keeps_the_rest_of_the_report(tmp_path)
     assert benches["ch02_vram"]["status"] == "ok" and benches["ch02_vram"]["data"]["total_bytes"] > 0
     main(["--only", "ch02_vram", "--out", str(tmp_path)])  # a full run does not mix with a smoke report
     assert list(json.loads((tmp_path / "results.json").read_text())["benchmarks"]) == ["ch02_vram"]
+
+
+def test_report_copies_benchmark_plots_and_links_them_relatively(tmp_path):
+    from common.report import save_plot
+
+    src = save_plot(tmp_path / "elsewhere" / "fig.png", {"a": ([0, 1], [1, 2])}, title="t")
+    out = tmp_path / "report"
+    results = {"ch06_quantization": BenchResult("ch06_quantization", "ok", 1.0, {"plot": str(src.resolve())})}
+    rep.write_report(out, results, stamp_dict(), smoke=True)
+    saved = json.loads((out / "results.json").read_text())["benchmarks"]["ch06_quantization"]["data"]["plot"]
+    assert saved == "plots/ch06_quantization_fig.png" and (out / saved).is_file()
+    assert f"![plot]({saved})" in (out / "report.md").read_text()
