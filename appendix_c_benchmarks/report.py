@@ -118,7 +118,8 @@ def write_report(out_dir: Path, results: dict[str, BenchResult], stamp: dict[str
     cases = all_cases(payload["benchmarks"])
     md = [f"# Appendix C report — {stamp.get('cpu')}{' / ' + stamp['gpu'] if stamp.get('gpu') else ''}", "",
           f"{'Smoke run (tiny sizes): ratios are indicative only.' if smoke else 'Full run.'} "
-          "Every figure below was measured in this run; book claims are labelled.", ""]
+          "Every figure below was measured by this harness on this machine (a benchmark refreshed with "
+          "`--only` is re-measured whole); book claims are labelled.", ""]
     for sec, title in SECTIONS:
         md += [f"## {sec} {title}", ""]
         if sec == "C.1":
