@@ -23,7 +23,7 @@ import torch
 
 from ch04_kvcache.model import LlamaModel
 from ch05_scheduling.cost_model import StepRecord, step_features
-from ch05_scheduling.cpu_linear import can_prepack, prepack_linears
+from ch05_scheduling.cpu_linear import PackedLinear, can_prepack, prepack_linears
 from ch05_scheduling.model_runner import ModelRunner
 from ch05_scheduling.policies import Policy, make_policy
 from ch05_scheduling.scheduler import Scheduler, SchedulerConfig
@@ -101,7 +101,6 @@ class LLMEngine:
 
     def __post_init__(self) -> None:
         cfg = self.config
-        self.prepacked_linears = 0
         if self.model is None:
             device = pick_device(cfg.device)
             self.model = LlamaModel.from_pretrained(cfg.model, device=device, dtype=pick_dtype(cfg.dtype, device),
@@ -112,7 +111,9 @@ class LLMEngine:
                 self.tokenizer = load_tokenizer(cfg.model)
             # a model passed in stays as it was given; one the engine loads is the engine's to optimize
             if cfg.cpu_prepack and can_prepack(self.model.dtype, self.model.device) is None:
-                self.prepacked_linears = prepack_linears(self.model, batch_hint=cfg.max_num_seqs)
+                prepack_linears(self.model, batch_hint=cfg.max_num_seqs)
+        # counted on the model, so an engine rebuilt around already-packed weights (ch08's restart) says so
+        self.prepacked_linears = sum(isinstance(m, PackedLinear) for m in self.model.modules())
         mcfg = self.model.config
         per_block = int(mcfg.kv_bytes_per_token(self.model.dtype.itemsize)) * cfg.block_size
         num_blocks = cfg.num_blocks or max(cfg.kv_cache_mib * 2**20 // per_block, 1)
