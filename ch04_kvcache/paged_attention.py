@@ -90,16 +90,16 @@ def build_plan(meta: AttentionMetadata, block_size: int, device: torch.device,
             raise ValueError(f"a block table of {len(table)} blocks cannot hold {c} tokens")
     tables = torch.tensor([t[:max_blocks] + [0] * (max_blocks - len(t[:max_blocks])) for t in meta.block_tables],
                           dtype=torch.long)  # (S, max_blocks), padded with block 0 (masked out below)
-    pos = torch.arange(max_ctx)
-    slots = tables[:, pos // block_size] * block_size + pos % block_size  # (S, max_ctx)
     ctx_t = torch.tensor(ctx)
-    valid = pos[None, :] < ctx_t[:, None]  # (S, max_ctx)
     decode_only = all(q == 1 for q in meta.query_lens)
     masks: list[torch.Tensor | None] = []
     decode_mask = None
-    if decode_only and decode_kernel is not None:  # the kernel walks the block tables itself
+    if decode_only and decode_kernel is not None:  # the kernel walks the block tables itself: no slot indices
         return PagedPlan(list(meta.query_lens), list(ctx), True, torch.empty(0, dtype=torch.long), max_ctx, None,
                          masks, tables.to(device), ctx_t.to(device), block_size, decode_kernel)
+    pos = torch.arange(max_ctx)
+    slots = tables[:, pos // block_size] * block_size + pos % block_size  # (S, max_ctx)
+    valid = pos[None, :] < ctx_t[:, None]  # (S, max_ctx)
     if decode_only:
         gather = slots.reshape(-1)
         if min(ctx) != max_ctx:

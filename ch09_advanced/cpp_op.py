@@ -52,11 +52,16 @@ torch::Tensor rmsnorm(torch::Tensor x, torch::Tensor w, double eps) {
 
 def build(verbose: bool = False):
     """Compile (first call) or load (later calls) the extension module; returns it."""
+    return load_cpp("ch09_fused_rmsnorm", CPP_SOURCE, ["rmsnorm"], "ch09", verbose)
+
+
+def load_cpp(name: str, source: str, functions: list[str], folder: str, verbose: bool = False):
+    """``load_inline`` with this chapter's flags, built once under ``cache_dir()/torch_extensions/<folder>``."""
     from torch.utils.cpp_extension import load_inline
 
-    build_dir = cache_dir() / "torch_extensions" / "ch09"
+    build_dir = cache_dir() / "torch_extensions" / folder
     build_dir.mkdir(parents=True, exist_ok=True)
-    return load_inline(name="ch09_fused_rmsnorm", cpp_sources=CPP_SOURCE, functions=["rmsnorm"],
+    return load_inline(name=name, cpp_sources=source, functions=functions,
                        extra_cflags=["-O3", "-march=native", "-fopenmp-simd"], build_directory=str(build_dir),
                        verbose=verbose)
 

@@ -27,7 +27,6 @@ import torch
 from ch04_kvcache.paged_attention import AttentionMetadata, PagedPlan, build_plan, paged_attention
 from common.bench import stamp_dict, time_fn
 from common.cli import add_common_args, friendly_errors, make_parser, seed_everything
-from common.paths import cache_dir
 from common.report import emit_json, print_table
 
 CPP_SOURCE = r"""
@@ -118,13 +117,9 @@ def build(verbose: bool = False):
     """Compile (first call) or load (later calls) the extension; returns the module."""
     global _MODULE
     if _MODULE is None:
-        from torch.utils.cpp_extension import load_inline
+        from ch09_advanced.cpp_op import load_cpp
 
-        build_dir = cache_dir() / "torch_extensions" / "ch09_paged_decode"
-        build_dir.mkdir(parents=True, exist_ok=True)
-        _MODULE = load_inline(name="ch09_paged_decode", cpp_sources=CPP_SOURCE, functions=["paged_decode"],
-                              extra_cflags=["-O3", "-march=native", "-fopenmp-simd"],
-                              build_directory=str(build_dir), verbose=verbose)
+        _MODULE = load_cpp("ch09_paged_decode", CPP_SOURCE, ["paged_decode"], "ch09_paged_decode", verbose)
     return _MODULE
 
 
