@@ -4,7 +4,7 @@
     python -m ch09_advanced.bench --smoke    # small sizes; builds are cached after the first run
 
 Each part runs the module that owns it (flash_attention, moe, compile_decode, triton_ops, cpp_op,
-paged_decode_cpu, edge);
+paged_decode_cpu, paged_decode_triton, edge);
 a part that cannot run here (missing optional package) reports null and says why in one sentence.
 """
 
@@ -30,7 +30,15 @@ def _part(name: str, fn: Callable[[], dict], notes: list[str]) -> dict:
 
 
 def run(smoke: bool) -> dict:
-    from ch09_advanced import compile_decode, cpp_op, edge, flash_attention, moe, paged_decode_cpu
+    from ch09_advanced import (
+        compile_decode,
+        cpp_op,
+        edge,
+        flash_attention,
+        moe,
+        paged_decode_cpu,
+        paged_decode_triton,
+    )
 
     notes: list[str] = []
     fl = _part("flash", lambda: flash_attention.run(smoke=smoke), notes)
@@ -43,6 +51,7 @@ def run(smoke: bool) -> dict:
     pd = _part("paged_decode", lambda: {**paged_decode_cpu.compare(4 if smoke else 16, 256 if smoke else 1024),
                                         **(paged_decode_cpu.engine_speedup(4, 8, 128, 4) if smoke else
                                            paged_decode_cpu.engine_speedup(32, 128, 1024, 16))}, notes)
+    tp = _part("triton_paged", lambda: paged_decode_triton.run(smoke=smoke), notes)  # GPU; interpreter on CPU
     ed = _part("edge", lambda: edge.run(smoke=smoke), notes)
     return {"compile_speedup": co.get("compile_speedup"), "compile_tokens_identical": co.get("compile_tokens_identical"),
             "decode_mbu_bs1": co.get("decode_mbu_bs1"), "decode_vs_llama_cpp": co.get("decode_vs_llama_cpp"),
@@ -59,6 +68,8 @@ def run(smoke: bool) -> dict:
             "engine_kernel_speedup": pd.get("engine_kernel_speedup"),
             "engine_with_kernel_tok_s": pd.get("engine_with_kernel_tok_s"),
             "engine_kernel_tokens_identical": pd.get("engine_kernel_tokens_identical"),
+            "triton_paged_max_abs_diff": tp.get("triton_paged_max_abs_diff"), "triton_paged_mode": tp.get("mode"),
+            "triton_paged_speedup_at_longest": tp.get("triton_paged_speedup_at_longest"),
             "onnx_int8_vs_torch_fp32_tok_s": ed.get("onnx_int8_vs_torch_fp32_tok_s"),
             "onnx_int8_size_ratio": ed.get("onnx_int8_size_ratio"),
             "moe_grouped_vs_loop": mo.get("moe_grouped_vs_loop"),

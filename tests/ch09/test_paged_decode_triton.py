@@ -134,3 +134,9 @@ def test_engine_on_cuda_with_the_kernel_gives_the_same_greedy_tokens(tiny_hf_mod
         model.decode_kernel = None
     assert calls, "the engine never ran a pure-decode step through the kernel"
     assert [o.token_ids for o in fast] == [o.token_ids for o in plain]
+
+
+def test_help_exits_zero(capsys):
+    with pytest.raises(SystemExit) as exc:
+        pdt.main(["--help"])
+    assert exc.value.code == 0 and "usage" in capsys.readouterr().out
