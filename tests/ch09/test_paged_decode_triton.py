@@ -78,10 +78,19 @@ def test_install_refuses_a_cpu_engine_when_not_interpreting(monkeypatch, tiny_ll
     assert model.decode_kernel is None
 
 
-def test_cli_on_cpu_runs_the_interpreter_check(capsys):
+@needs_triton
+def test_the_kernel_compiles_for_an_h100_without_spilling():
+    pytest.importorskip("triton.backends.nvidia", reason="this triton has no NVIDIA backend")
+    for usage in pdt.offline_compile([(3, 64, "fp32"), (8, 128, "bf16"), (1, 128, "fp16")]):  # no GPU needed
+        assert usage["stack_bytes"] == 0 and 0 < usage["registers"] <= 255, usage
+
+
+def test_cli_on_cpu_runs_the_interpreter_check(capsys, monkeypatch):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the CLI times the real kernel there")
     from common.report import parse_json_line
+
+    monkeypatch.setattr(pdt, "offline_compile", lambda shapes: [])  # tested above; keeps this test quick
 
     assert pdt.main(["--smoke"]) == 0
     out = parse_json_line(capsys.readouterr().out)
