@@ -19,8 +19,13 @@ act-order (``actorder: "group"`` with ``weight_g_idx``) exists in the format, bu
 so an act-order model is refused here with that reason (write it as GPTQ instead).
 
 Who loads what (measured 2026-11-25, vLLM 0.32 CPU build on an AVX2-only AMD EPYC): W8A8 loads and
-generates (oneDNN int8 GEMM, in ``_C_AVX2``); W4A16 loads, then its first forward fails because its
-kernel ``cpu_gemm_wna16`` is compiled into ``_C_AVX512`` only. See the chapter README's table.
+generates (``CPUInt8ScaledMMLinearKernel``, a oneDNN int8 GEMM that ``_C_AVX2`` has too); our loader
+predicts 84% of its greedy tokens, not all of them, because that GEMM on a CPU without VNNI is not exact
+for large int8 activations (1.4% relative error on block 0's q_proj; exact for |x| <= 8), while our
+float emulation matches exact integer math to 2e-7. W4A16 loads, then its first forward fails: its
+kernel (``CPUWNA16LinearKernel`` -> ``cpu_gemm_wna16``) is compiled into ``_C_AVX512`` only. vLLM-GPU
+runs both (Marlin/Machete for W4A16, CUTLASS int8 for W8A8); ``transformers`` reads both through the
+``compressed-tensors`` package. tests/ch06/test_compressed_tensors.py holds the measurements.
 
 Run ``python -m ch06_quantization.checkpoints --smoke --out DIR --format ct-w4a16`` (or ``ct-w8a8``).
 """
@@ -52,19 +57,24 @@ W8A8_SPEC = QuantSpec(8, "channel", symmetric=True)
 DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 
 
-def dynamic_int8_per_token(x: torch.Tensor) -> torch.Tensor:
-    """Fake-quantize activations ``x[..., in]`` to int8 with one symmetric scale per token (row)."""
-    scale = x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-8) / 127  # [..., 1]
+def dynamic_int8_per_token(x: torch.Tensor, divisor: float = 127.0) -> torch.Tensor:
+    """Fake-quantize activations ``x[..., in]`` to int8 with one symmetric scale per token (row):
+    ``scale = absmax / divisor``. vLLM's kernels use 127; compressed-tensors' own fake-quant (what
+    ``transformers`` runs) uses 255 / 2 = 127.5, so the largest value clips to 127."""
+    scale = x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-8) / divisor  # [..., 1]
     return torch.clamp(torch.round(x / scale), -128, 127) * scale
 
 
 class DynamicInt8Linear(QuantLinear):
     """W8A8: int8 per-channel symmetric weights (stored as in :class:`QuantLinear`) and int8 activations
     with a scale per token computed at run time -- what vLLM's compressed-tensors W8A8 scheme computes
-    with an int8 GEMM (``int32 accumulate * s_x * s_w``); here emulated in float."""
+    with an int8 GEMM (``int32 accumulate * s_x * s_w``); here emulated in float. ``act_divisor`` = 127.5
+    reproduces ``transformers``' compressed-tensors forward instead."""
+
+    act_divisor: float = 127.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x [..., in] -> [..., out]
-        return super().forward(dynamic_int8_per_token(x))
+        return super().forward(dynamic_int8_per_token(x, self.act_divisor))
 
 
 def quantize_model_w8a8(model: nn.Module) -> nn.Module:
