@@ -24,8 +24,10 @@ predicts 84% of its greedy tokens, not all of them, because that GEMM on a CPU w
 for large int8 activations (1.4% relative error on block 0's q_proj; exact for |x| <= 8), while our
 float emulation matches exact integer math to 2e-7. W4A16 loads, then its first forward fails: its
 kernel (``CPUWNA16LinearKernel`` -> ``cpu_gemm_wna16``) is compiled into ``_C_AVX512`` only. vLLM-GPU
-runs both (Marlin/Machete for W4A16, CUTLASS int8 for W8A8); ``transformers`` reads both through the
-``compressed-tensors`` package. tests/ch06/test_compressed_tensors.py holds the measurements.
+runs both (Marlin/Machete for W4A16, CUTLASS int8 for W8A8, per vLLM's kernel tables, not run here).
+``transformers`` 5.19 + compressed-tensors 0.17 load both on CPU: W4A16 gives our logits exactly; W8A8 gives
+them once our activation scale is ``absmax / 127.5`` (compressed-tensors' fake-quant) instead of vLLM's
+``absmax / 127``. tests/ch06/test_compressed_tensors.py holds these measurements.
 
 Run ``python -m ch06_quantization.checkpoints --smoke --out DIR --format ct-w4a16`` (or ``ct-w8a8``).
 """
