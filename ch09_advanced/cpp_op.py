@@ -3,8 +3,8 @@
     python -m ch09_advanced.cpp_op            # builds once (about a minute), then times it against torch
     python -m ch09_advanced.cpp_op --smoke
 
-``load_inline`` compiles the source below with g++ into a Python module, cached under
-``common.paths.cache_dir()/torch_extensions/ch09`` so later runs only load it. The op reads each row of x
+``load_inline`` (through ``common.cpp_ext.load_cpp``) compiles the source below with g++ into a Python module,
+cached under ``common.paths.cache_dir()/torch_extensions/ch09`` so later runs only load it. The op reads each row of x
 once, accumulates the sum of squares in a register, then writes the scaled row once; eager PyTorch makes
 ~5 passes over memory (cast, square, mean, rsqrt-multiply, weight-multiply). Rows run in parallel with
 ``at::parallel_for`` (the ATen thread pool, the same threads ``torch.get_num_threads()`` reports).
@@ -16,7 +16,7 @@ import torch
 
 from common.bench import stamp_dict, time_fn
 from common.cli import add_common_args, friendly_errors, make_parser, seed_everything
-from common.paths import cache_dir
+from common.cpp_ext import load_cpp
 from common.report import emit_json, print_table
 
 CPP_SOURCE = r"""
@@ -53,17 +53,6 @@ torch::Tensor rmsnorm(torch::Tensor x, torch::Tensor w, double eps) {
 def build(verbose: bool = False):
     """Compile (first call) or load (later calls) the extension module; returns it."""
     return load_cpp("ch09_fused_rmsnorm", CPP_SOURCE, ["rmsnorm"], "ch09", verbose)
-
-
-def load_cpp(name: str, source: str, functions: list[str], folder: str, verbose: bool = False):
-    """``load_inline`` with this chapter's flags, built once under ``cache_dir()/torch_extensions/<folder>``."""
-    from torch.utils.cpp_extension import load_inline
-
-    build_dir = cache_dir() / "torch_extensions" / folder
-    build_dir.mkdir(parents=True, exist_ok=True)
-    return load_inline(name=name, cpp_sources=source, functions=functions,
-                       extra_cflags=["-O3", "-march=native", "-fopenmp-simd"], build_directory=str(build_dir),
-                       verbose=verbose)
 
 
 def rmsnorm_reference(x: torch.Tensor, w: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

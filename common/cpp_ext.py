@@ -1,0 +1,47 @@
+"""C++ operators built at run time with ``torch.utils.cpp_extension.load_inline`` (book 4.3.2, 9.5).
+
+Shared by chapter 4 (the in-place paged decode operator) and chapter 9 (the fused RMSNorm and how such
+operators are built and measured). :func:`load_cpp` compiles once with g++ and caches the module under
+``common.paths.cache_dir()/torch_extensions/<folder>``; later calls only load it.
+:func:`cpp_toolchain_problem` says, in one sentence, what is missing when a build cannot work here, so
+callers can fall back to torch instead of failing with a compiler traceback.
+
+    from common.cpp_ext import cpp_toolchain_problem, load_cpp
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sysconfig
+from pathlib import Path
+
+from common.paths import cache_dir
+
+
+def cpp_toolchain_problem() -> str | None:
+    """None when a C++ extension can be built here, else one sentence saying what to install."""
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        return f"no C++ compiler ({compiler}) on PATH: install g++ (apt install g++)"
+    include = sysconfig.get_paths().get("include")
+    if not include or not (Path(include) / "Python.h").is_file():
+        return "the Python development headers (Python.h) are missing: install python3-dev"
+    try:
+        from torch.utils.cpp_extension import is_ninja_available
+    except ImportError:  # pragma: no cover - every torch build ships cpp_extension
+        return "this torch build has no torch.utils.cpp_extension"
+    if not is_ninja_available():
+        return "ninja is missing: pip install ninja"
+    return None
+
+
+def load_cpp(name: str, source: str, functions: list[str], folder: str, verbose: bool = False):
+    """``load_inline`` with the book's flags, built once under ``cache_dir()/torch_extensions/<folder>``."""
+    from torch.utils.cpp_extension import load_inline
+
+    build_dir = cache_dir() / "torch_extensions" / folder
+    build_dir.mkdir(parents=True, exist_ok=True)
+    return load_inline(name=name, cpp_sources=source, functions=functions,
+                       extra_cflags=["-O3", "-march=native", "-fopenmp-simd"], build_directory=str(build_dir),
+                       verbose=verbose)
