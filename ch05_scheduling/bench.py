@@ -35,7 +35,7 @@ import torch
 from ch04_kvcache.generate import generate
 from ch05_scheduling.calibrate import saved_calibration
 from ch05_scheduling.cost_model import fit
-from ch05_scheduling.engine import EngineConfig, LLMEngine
+from ch05_scheduling.engine import DECODE_KERNELS, EngineConfig, LLMEngine
 from ch05_scheduling.metrics import summarize_requests
 from ch05_scheduling.policies import make_policy
 from ch05_scheduling.replay import replay
@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="interleaved runs of each mode (continuous, static); the median is reported")
     parser.add_argument("--no-prepack", action="store_true",
                         help="run our engine on plain nn.Linear weights (see cpu_linear.py)")
+    parser.add_argument("--decode-kernel", choices=DECODE_KERNELS, default="auto",
+                        help="decode attention in our engine: auto = ch04's C++ paged operator on CPU fp32 when it "
+                             "builds, cpp = require it, torch = gather + SDPA (default: auto)")
     parser.add_argument("--check", type=int, default=3, help="requests re-run alone to compare outputs")
     args = parser.parse_args(argv)
     with friendly_errors():
@@ -117,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                                             (args.n, args.max_output, args.max_prompt, args.max_num_seqs))
         cfg = EngineConfig(model=args.model, device=args.device, dtype=args.dtype, load_format=args.load_format,
                            seed=args.seed, max_num_seqs=seqs_cap, max_num_batched_tokens=args.max_num_batched_tokens,
-                           enable_prefix_caching=True, cpu_prepack=not args.no_prepack)
+                           enable_prefix_caching=True, cpu_prepack=not args.no_prepack,
+                           decode_kernel=args.decode_kernel)
         engine = LLMEngine(cfg)
         trace = sharegpt_trace(engine.tokenizer, n, args.seed, max_output=max_out, max_prompt=max_prompt)
         tokens = sum(r.output_len for r in trace)
@@ -182,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             print_table(rows, title=f"{n} ShareGPT requests, {tokens} output tokens, batch {seqs_cap}, "
                                     f"{dtype_name(engine.model.dtype)}, {torch.get_num_threads()} threads, "
-                                    f"{engine.prepacked_linears} prepacked linears in our engine")
+                                    f"{engine.prepacked_linears} prepacked linears in our engine, "
+                                    f"{engine.decode_kernel_name} decode attention")
             print(f"continuous/static: {cont['throughput_tok_s'] / static['throughput_tok_s']:.2f} measured; "
                   f"{bound:.2f} if every step cost the same (static batches idle {1 - 1 / bound:.0%} of their "
                   f"slots); on a CPU a step's cost grows with its rows, so emptier static steps are cheaper")
@@ -208,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
             "engine_ttft_mean_s": cont["ttft_mean"], "static_ttft_mean_s": static["ttft_mean"],
             "engine_settings": {"max_num_seqs": seqs_cap, "max_num_batched_tokens": args.max_num_batched_tokens,
                                 "enable_chunked_prefill": True, "enable_prefix_caching": True,
-                                "block_size": cfg.block_size, "prepacked_linears": engine.prepacked_linears},
+                                "block_size": cfg.block_size, "prepacked_linears": engine.prepacked_linears,
+                                "decode_kernel": engine.decode_kernel_name},
             "vllm_settings": vllm_settings, "vllm_note": vllm_note, "threads": torch.get_num_threads(),
             "hardware": stamp_dict(dtype=dtype_name(engine.model.dtype)),
         })

@@ -85,7 +85,8 @@ def setup_key(engine: LLMEngine) -> dict:
 
     return {"hardware": hardware_stamp().short(), "torch_threads": torch.get_num_threads(),
             "model": engine.config.model, "dtype": dtype_name(engine.model.dtype),
-            "prepacked_linears": engine.prepacked_linears, "block_size": engine.config.block_size}
+            "prepacked_linears": engine.prepacked_linears, "block_size": engine.config.block_size,
+            "decode_kernel": engine.decode_kernel_name}
 
 
 def calibrate(engine: LLMEngine, *, smoke: bool = False, seed: int = 0) -> CostModel:

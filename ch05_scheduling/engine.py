@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 import torch
 
 from ch04_kvcache.model import LlamaModel
+from ch04_kvcache.paged_attention import DecodeKernel
+from ch04_kvcache.paged_decode_cpu import kernel as cpp_decode_kernel
+from ch04_kvcache.paged_decode_cpu import make_decode_kernel
 from ch05_scheduling.cost_model import StepRecord, step_features
 from ch05_scheduling.cpu_linear import PackedLinear, can_prepack, prepack_linears
 from ch05_scheduling.model_runner import ModelRunner
@@ -31,6 +34,8 @@ from ch05_scheduling.sequence import FinishReason, SamplingParams, Sequence
 from common.cli import UsageError
 from common.device import pick_device, pick_dtype
 from common.loader import EMBEDDED
+
+DECODE_KERNELS = ("auto", "cpp", "torch")
 
 
 @dataclass(slots=True)
@@ -52,16 +57,39 @@ class EngineConfig:
     policy: str = "continuous"
     seed: int = 0
     cpu_prepack: bool = True         # oneDNN-packed linears on CPU fp32 (cpu_linear.py); own models only
+    decode_kernel: str = "auto"      # ch04's C++ paged decode on CPU fp32: auto | cpp | torch; own models only
 
     def __post_init__(self) -> None:
         if self.kv_cache_mib < 1:
             raise UsageError("kv_cache_mib must be >= 1")
+        if self.decode_kernel not in DECODE_KERNELS:
+            raise UsageError(f"decode_kernel must be one of {', '.join(DECODE_KERNELS)}, "
+                             f"got {self.decode_kernel!r}")
 
     def scheduler_config(self, num_blocks: int) -> SchedulerConfig:
         return SchedulerConfig(num_blocks=num_blocks, block_size=self.block_size, max_num_seqs=self.max_num_seqs,
                                max_num_batched_tokens=self.max_num_batched_tokens,
                                enable_chunked_prefill=self.enable_chunked_prefill,
                                enable_prefix_caching=self.enable_prefix_caching, max_model_len=self.max_model_len)
+
+
+def pick_decode_kernel(choice: str, device: torch.device, dtype: torch.dtype) -> DecodeKernel | None:
+    """The kernel ``EngineConfig.decode_kernel`` asks for on this device/dtype (None = gather + SDPA)."""
+    if choice == "torch":
+        return None
+    kernel, reason = make_decode_kernel(device, dtype)
+    if kernel is None and choice == "cpp":
+        raise UsageError(f"decode_kernel='cpp' is unavailable: {reason} (use 'auto' or 'torch')")
+    return kernel
+
+
+def decode_kernel_name(kernel: DecodeKernel | None) -> str:
+    """What a model's decode steps run: 'torch' (gather + SDPA), 'cpp' (ch04's operator), else its name."""
+    if kernel is None:
+        return "torch"
+    if kernel is cpp_decode_kernel:
+        return "cpp"
+    return getattr(kernel, "__module__", "") + "." + getattr(kernel, "__qualname__", type(kernel).__name__)
 
 
 @dataclass(slots=True)
@@ -103,8 +131,11 @@ class LLMEngine:
         cfg = self.config
         if self.model is None:
             device = pick_device(cfg.device)
-            self.model = LlamaModel.from_pretrained(cfg.model, device=device, dtype=pick_dtype(cfg.dtype, device),
+            dtype = pick_dtype(cfg.dtype, device)
+            decode_kernel = pick_decode_kernel(cfg.decode_kernel, device, dtype)  # before loading: fail fast
+            self.model = LlamaModel.from_pretrained(cfg.model, device=device, dtype=dtype,
                                                     load_format=cfg.load_format)
+            self.model.decode_kernel = decode_kernel
             if self.tokenizer is None and cfg.load_format != "dummy":
                 from common.loader import load_tokenizer
 
@@ -114,6 +145,7 @@ class LLMEngine:
                 prepack_linears(self.model, batch_hint=cfg.max_num_seqs)
         # counted on the model, so an engine rebuilt around already-packed weights (ch08's restart) says so
         self.prepacked_linears = sum(isinstance(m, PackedLinear) for m in self.model.modules())
+        self.decode_kernel_name = decode_kernel_name(getattr(self.model, "decode_kernel", None))
         mcfg = self.model.config
         per_block = int(mcfg.kv_bytes_per_token(self.model.dtype.itemsize)) * cfg.block_size
         num_blocks = cfg.num_blocks or max(cfg.kv_cache_mib * 2**20 // per_block, 1)
