@@ -154,7 +154,7 @@ class LlamaModel(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
-        self.decode_kernel = None  # paged_attention.DecodeKernel for pure-decode batches (chapter 9 sets one)
+        self.decode_kernel = None  # paged_attention.DecodeKernel for pure-decode batches (paged_decode_cpu.py)
 
     # ------------------------------------------------------------------ contiguous / no cache
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None, cache=None,

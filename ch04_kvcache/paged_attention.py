@@ -10,8 +10,9 @@ The model writes the new K/V at ``slot_mapping``; each sequence then attends cau
 layer does one ``index_select`` for K and one for V. A pure-decode batch (every sequence brings one token,
 what a continuous-batching engine runs most of the time) is padded and runs as a single SDPA call;
 mixed batches loop over sequences. :func:`paged_attention_reference` is the naive version (Python loops
-over tokens and blocks, explicit softmax) the tests hold the fast one against. A CUDA kernel that never
-materialises the gathered K/V is chapter 9's business.
+over tokens and blocks, explicit softmax) the tests hold the fast one against. A kernel that never
+materialises the gathered K/V plugs in as ``decode_kernel``: ``paged_decode_cpu.py`` (C++, CPU) here,
+Triton for GPUs in chapter 9.
 
     python -m ch04_kvcache.paged_attention --help   # a small self-check on random tensors
 """
@@ -58,7 +59,7 @@ class AttentionMetadata:
 
 
 # A decode kernel reads K/V where they lie in the block pool: (q (S, H, D), k_flat, v_flat, plan) -> (S, H, D).
-# Chapter 9 provides one (ch09_advanced/paged_decode_cpu.py) and sets ``model.decode_kernel``.
+# paged_decode_cpu.py provides one for CPU (ch05's engine sets ``model.decode_kernel``); ch09 adds Triton.
 DecodeKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "PagedPlan"], torch.Tensor]
 
 
