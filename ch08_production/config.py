@@ -11,6 +11,7 @@ from dataclasses import dataclass
 BACKENDS = ("engine", "transformers", "vllm")
 FAILURE_POLICIES = ("restart", "exit")
 FALLBACK_POLICIES = ("never", "unhealthy", "unhealthy+saturated")
+DECODE_KERNELS = ("auto", "cpp", "torch")  # ch05_scheduling.engine.DECODE_KERNELS (not imported: no torch here)
 
 
 @dataclass(slots=True)
@@ -29,6 +30,7 @@ class ServerConfig:
     max_num_batched_tokens: int = 512
     kv_cache_mib: int = 512
     enable_prefix_caching: bool = False
+    decode_kernel: str = "auto"  # ch05 EngineConfig.decode_kernel: auto | cpp | torch
     # security (8.8)
     api_key_file: str | None = None
     requests_per_minute: float = 0.0  # per key; 0 = unlimited
@@ -58,6 +60,8 @@ class ServerConfig:
             raise ValueError(f"fallback backend must be one of {', '.join(BACKENDS)}")
         if self.on_failure not in FAILURE_POLICIES:
             raise ValueError(f"on_failure must be one of {', '.join(FAILURE_POLICIES)}")
+        if self.decode_kernel not in DECODE_KERNELS:
+            raise ValueError(f"decode_kernel must be one of {', '.join(DECODE_KERNELS)}")
         if self.fallback_policy not in FALLBACK_POLICIES:
             raise ValueError(f"fallback policy must be one of {', '.join(FALLBACK_POLICIES)}")
         for name in ("max_pending", "default_max_tokens", "retry_after_s", "max_body_bytes", "max_num_seqs",
@@ -78,4 +82,5 @@ class ServerConfig:
 
     def engine_kwargs(self) -> dict[str, object]:
         return {"max_num_seqs": self.max_num_seqs, "max_num_batched_tokens": self.max_num_batched_tokens,
-                "kv_cache_mib": self.kv_cache_mib, "enable_prefix_caching": self.enable_prefix_caching}
+                "kv_cache_mib": self.kv_cache_mib, "enable_prefix_caching": self.enable_prefix_caching,
+                "decode_kernel": self.decode_kernel}

@@ -22,7 +22,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ch08_production.config import BACKENDS, FAILURE_POLICIES, FALLBACK_POLICIES, ServerConfig
+from ch08_production.config import BACKENDS, DECODE_KERNELS, FAILURE_POLICIES, FALLBACK_POLICIES, ServerConfig
 
 _HELP = {
     "host": "interface to bind (keep 127.0.0.1 unless a proxy or pod network needs more)",
@@ -37,6 +37,8 @@ _HELP = {
     "max_num_batched_tokens": "engine: token budget per step (chunked prefill)",
     "kv_cache_mib": "engine: KV-cache size in MiB",
     "enable_prefix_caching": "engine: share KV blocks of common prompt prefixes",
+    "decode_kernel": "engine: decode attention; auto = ch04's C++ paged operator on CPU fp32 when it builds, "
+                     "cpp = require it, torch = gather + SDPA",
     "api_key_file": "mounted secret with one API key per line (also $LLMIC_API_KEYS, comma-separated)",
     "requests_per_minute": "per-key request limit (token bucket); 0 = off",
     "tokens_per_minute": "per-key token limit, prompt + max_tokens; 0 = off",
@@ -57,6 +59,7 @@ _HELP = {
     "max_body_bytes": "largest request body accepted",
 }
 _CHOICES = {"backend": BACKENDS, "fallback_backend": BACKENDS, "on_failure": FAILURE_POLICIES,
+            "decode_kernel": DECODE_KERNELS,
             "fallback_policy": FALLBACK_POLICIES}
 
 

@@ -61,3 +61,12 @@ def test_cpp_without_a_toolchain_is_one_clear_sentence(monkeypatch, tiny_hf_mode
 def test_unknown_decode_kernel_is_a_usage_error():
     with pytest.raises(UsageError, match="decode_kernel must be one of auto, cpp, torch"):
         EngineConfig(decode_kernel="triton")
+
+
+def test_the_server_offers_the_same_choices():
+    from ch05_scheduling.engine import DECODE_KERNELS
+    from ch08_production.config import DECODE_KERNELS as SERVED
+    from ch08_production.config import ServerConfig
+
+    assert SERVED == DECODE_KERNELS
+    assert ServerConfig(decode_kernel="torch").engine_kwargs()["decode_kernel"] == "torch"
