@@ -13,8 +13,10 @@ final norm and head expect the *last* layer's features. Distillation trains a sm
    on-policy text, as DistillSpec, Zhou et al. 2024, recommends for drafts). Soft labels carry far more
    per position than the one token the target picked, which matters when the budget is minutes of CPU.
 3. **A student that starts close.** The draft copies ``layers`` of the target's decoder blocks (by default
-   the first three and the last one, so the head still sees last-layer-like features), its final norm,
-   and shares the target's embedding table (frozen: no extra memory).
+   the first four, kept frozen, and the last one, trained with the final norm and the head: a learned
+   bridge from layer-4 features to the target's output, in the spirit of the "tuned lens", Belrose et al.
+   2023), and shares the target's embedding table (frozen: no extra memory). Frozen blocks need no
+   backward pass, so training costs little more than the forward passes.
 4. **A head over the frequent tokens only.** The target's head spans 49,152 tokens, as much weight as
    eight decoder layers, which would make any small draft's step expensive. The draft's head keeps the
    ``vocab`` most frequent tokens of ShareGPT text and of the target's answers (the idea of FR-Spec,
@@ -60,12 +62,13 @@ DRAFT_FORMAT = 1
 class DistillConfig:
     """What defines a distilled draft (changing any field trains a new one)."""
 
-    layers: tuple[int, ...] = (0, 1, 2, -1)  # target blocks copied into the draft (-1 = the last)
+    layers: tuple[int, ...] = (0, 1, 2, 3, -1)  # target blocks copied into the draft (-1 = the last)
+    frozen: int = 4             # the draft's first blocks keep the target's weights (not trained)
     vocab: int = 8192           # tokens the draft's head can propose
     prompts: int = 32           # training prompts the target answers
     max_new_tokens: int = 128   # length of each answer
     text_tokens: int = 32768    # plus this much ShareGPT text, labelled by the target's distributions
-    epochs: int = 4
+    epochs: int = 8
     batch: int = 4
     lr: float = 1e-3
     minutes: float = 10.0       # training stops after this much time even if epochs remain
@@ -83,6 +86,7 @@ class TrainReport:
     loss_first: float = float("nan")
     loss_last: float = float("nan")
     draft_params: int = 0       # parameters the draft owns (the shared embedding not counted)
+    trained_params: int = 0     # of which trained (the rest are frozen copies of the target's blocks)
     draft_bytes: int = 0
     losses: list[float] = field(default_factory=list)
 
@@ -263,7 +267,10 @@ def train(draft: LlamaModel, corpus: list[tuple[list[int], list[int]]], cfg: Dis
     head: SubVocabHead = draft.lm_head
     index = torch.full((head.vocab_size,), -100, dtype=torch.long)
     index[head.token_ids] = torch.arange(len(head.token_ids))  # full id -> head row (-100: not proposable)
-    params = [p for n, p in draft.named_parameters() if not n.startswith("embed_tokens")]
+    frozen = [p for block in draft.layers[:cfg.frozen] for p in block.parameters()]
+    frozen_ids = {id(p) for p in frozen}
+    params = [p for n, p in draft.named_parameters()
+              if not n.startswith("embed_tokens") and id(p) not in frozen_ids]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     steps_total = cfg.epochs * math.ceil(len(corpus) / cfg.batch)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -271,9 +278,10 @@ def train(draft: LlamaModel, corpus: list[tuple[list[int], list[int]]], cfg: Dis
     rep = TrainReport(train_tokens=sum(len(p) + len(o) - 1 if soft else len(o) for p, o in corpus))
     pairs = [(c, None if soft is None else soft[i]) for i, c in enumerate(corpus)]
     rng = random.Random(cfg.seed)
-    emb = draft.embed_tokens.weight
-    was = emb.requires_grad
-    emb.requires_grad_(False)
+    fixed = [draft.embed_tokens.weight, *frozen]  # no gradients flow into them (nor backward through them)
+    was = [p.requires_grad for p in fixed]
+    for p in fixed:
+        p.requires_grad_(False)
     head.full = False
     draft.train()
     t0 = time.perf_counter()
@@ -306,13 +314,16 @@ def train(draft: LlamaModel, corpus: list[tuple[list[int], list[int]]], cfg: Dis
                 continue
             break
     finally:
-        emb.requires_grad_(was)
+        for p, w in zip(fixed, was, strict=True):
+            p.requires_grad_(w)
         head.full = True
         draft.eval()
     rep.train_s = time.perf_counter() - t0
     rep.loss_first, rep.loss_last = rep.losses[0], rep.losses[-1]
-    rep.draft_params = sum(p.numel() for p in params)
-    rep.draft_bytes = sum(p.numel() * p.element_size() for p in params)
+    owned = [*frozen, *params]
+    rep.trained_params = sum(p.numel() for p in params)
+    rep.draft_params = sum(p.numel() for p in owned)
+    rep.draft_bytes = sum(p.numel() * p.element_size() for p in owned)
     return rep
 
 
@@ -433,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = make_parser("python -m ch07_speculative.distill", __doc__)
     add_common_args(parser)
-    parser.add_argument("--layers", default="0,1,2,-1", help="target blocks copied into the draft (-1 = last)")
+    parser.add_argument("--layers", default="0,1,2,3,-1", help="target blocks copied into the draft (-1 = last)")
+    parser.add_argument("--frozen", type=int, default=DistillConfig.frozen, help="leading draft blocks not trained")
     parser.add_argument("--vocab", type=positive_int, default=DistillConfig.vocab, help="tokens in the draft's head")
     parser.add_argument("--prompts", type=positive_int, default=DistillConfig.prompts, help="training prompts")
     parser.add_argument("--epochs", type=positive_int, default=DistillConfig.epochs, help="passes over the answers")
@@ -445,8 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     with friendly_errors():
         seed_everything(args.seed)
         layers = tuple(int(x) for x in args.layers.split(","))
-        cfg = DistillConfig(layers=layers, vocab=args.vocab, prompts=args.prompts, epochs=args.epochs,
-                            minutes=args.minutes, seed=args.seed)
+        cfg = DistillConfig(layers=layers, frozen=args.frozen, vocab=args.vocab, prompts=args.prompts,
+                            epochs=args.epochs, minutes=args.minutes, seed=args.seed)
         if args.smoke:  # a random 2-layer target and a few prompts: the mechanics, in seconds
             from ch04_kvcache.config import ModelConfig
 
@@ -455,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
                              num_kv_heads=2, head_dim=16, tie_word_embeddings=True, eos_token_id=2)
             torch.manual_seed(args.seed)
             target = LlamaModel(mc).eval()
-            cfg = dataclasses.replace(cfg, layers=(0,), vocab=512, prompts=4, max_new_tokens=8, epochs=1,
+            cfg = dataclasses.replace(cfg, layers=(0,), frozen=0, vocab=512, prompts=4, max_new_tokens=8, epochs=1,
                                       text_tokens=512)
             args.max_new_tokens = 8
         else:

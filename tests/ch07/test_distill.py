@@ -60,7 +60,7 @@ def test_training_lowers_the_loss_and_leaves_the_target_alone(tiny_target):
     gen = torch.Generator().manual_seed(0)
     corpus = [(torch.randint(0, v, (6,), generator=gen).tolist(),
                (torch.randint(0, v // 2, (8,), generator=gen) * 2).tolist()) for _ in range(4)]
-    rep = train(draft, corpus, DistillConfig(layers=(-1,), epochs=30, batch=4, lr=3e-3))
+    rep = train(draft, corpus, DistillConfig(layers=(-1,), frozen=0, epochs=30, batch=4, lr=3e-3))
     assert rep.steps == 30 and rep.train_tokens == 32
     assert rep.loss_last < 0.5 * rep.loss_first
     assert rep.draft_params == sum(p.numel() for n, p in draft.named_parameters() if not n.startswith("embed"))
@@ -121,3 +121,15 @@ def test_distill_cli_smoke_trains_measures_and_reports(capsys):
     assert not out["loaded_from_cache"] and out["report"]["steps"] >= 1
     assert all(r["identical"] for r in out["rows"])  # exact whatever the draft's quality
     assert {r["draft"] for r in out["rows"]} == {"distilled", "self-draft 1L (untrained)"}
+
+
+def test_frozen_blocks_keep_the_target_weights(tiny_target):
+    v = tiny_target.config.vocab_size
+    draft = build_draft(tiny_target, [0, 1], torch.arange(v))
+    corpus = [([1, 2, 3, 4], [5, 6, 7, 8])] * 2
+    rep = train(draft, corpus, DistillConfig(layers=(0, 1), frozen=1, epochs=2, batch=2, lr=1e-2))
+    for name, t in tiny_target.layers[0].state_dict().items():
+        assert torch.equal(draft.layers[0].state_dict()[name], t), name
+    assert not torch.equal(draft.layers[1].mlp.down_proj.weight, tiny_target.layers[1].mlp.down_proj.weight)
+    assert rep.trained_params < rep.draft_params
+    assert all(p.requires_grad for p in draft.layers[0].parameters())  # restored after training
