@@ -17,8 +17,8 @@ final norm and head expect the *last* layer's features. Distillation trains a sm
    bridge from layer-4 features to the target's output, in the spirit of the "tuned lens", Belrose et al.
    2023), and shares the target's embedding table (frozen: no extra memory). Frozen blocks need no
    backward pass, so training costs little more than the forward passes.
-4. **A head over the frequent tokens only.** The target's head spans 49,152 tokens, as much weight as
-   eight decoder layers, which would make any small draft's step expensive. The draft's head keeps the
+4. **A head over the frequent tokens only** (``draft_model.py``). The target's head spans 49,152 tokens,
+   as much weight as eight decoder layers, which would make any small draft's step expensive. The draft's head keeps the
    ``vocab`` most frequent tokens of ShareGPT text and of the target's answers (the idea of FR-Spec,
    Zhao et al. 2025); every other token gets probability zero. Speculative sampling stays exact: a token
    the draft cannot propose is still produced by the target's correction step (the residual max(0, p - q)
@@ -44,16 +44,14 @@ import json
 import math
 import random
 import time
-from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ch04_kvcache.model import LlamaModel
+from ch07_speculative.draft_model import SubVocabHead, build_draft, frequent_tokens
 
 DRAFT_FORMAT = 1
 
@@ -89,69 +87,6 @@ class TrainReport:
     trained_params: int = 0     # of which trained (the rest are frozen copies of the target's blocks)
     draft_bytes: int = 0
     losses: list[float] = field(default_factory=list)
-
-
-class SubVocabHead(nn.Module):
-    """An LM head over a token subset: (..., hidden) -> (..., V) logits, -inf outside the subset.
-
-    ``full = False`` (training) returns the (..., N) subset logits instead, so the loss never touches V.
-    """
-
-    def __init__(self, weight: torch.Tensor, token_ids: torch.Tensor, vocab_size: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(weight)  # (N, hidden)
-        self.register_buffer("token_ids", token_ids.long())  # (N,) full-vocabulary id of each row
-        self.vocab_size = vocab_size
-        self.full = True
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sub = F.linear(x, self.weight)  # (..., N)
-        if not self.full:
-            return sub
-        out = sub.new_full((*sub.shape[:-1], self.vocab_size), float("-inf"))
-        return out.index_copy_(out.dim() - 1, self.token_ids, sub)  # (..., V)
-
-    def extra_repr(self) -> str:
-        return f"{self.weight.shape[0]} of {self.vocab_size} tokens"
-
-
-def frequent_tokens(tokenizer, n: int, always: Sequence[int] = (), own_text: Sequence[Sequence[int]] = (),
-                    docs: int = 3000, seed: int = 0) -> torch.Tensor:
-    """The ``n`` most frequent token ids: ``always`` (EOS...) first, then by count over ``docs`` ShareGPT
-    conversations plus the target's own answers ``own_text`` (each of their tokens counts 10 times)."""
-    from common.datasets import workload_pool
-
-    pool = workload_pool()
-    picked = random.Random(seed).sample(range(len(pool)), min(docs, len(pool)))
-    counts: Counter[int] = Counter()
-    for i in picked:
-        for text in (pool[i].prompt, pool[i].completion):
-            counts.update(tokenizer(text, add_special_tokens=False)["input_ids"])
-    for ids in own_text:
-        for t in ids:
-            counts[t] += 10
-    keep = list(dict.fromkeys([*always, *(t for t, _ in counts.most_common(n))]))[:n]
-    return torch.tensor(sorted(keep))
-
-
-def build_draft(target: LlamaModel, layers: Sequence[int], token_ids: torch.Tensor) -> LlamaModel:
-    """A new model from copies of the target's ``layers`` blocks and norm, the shared embedding, a subset head."""
-    total = target.config.num_layers
-    picked = [i % total for i in layers]
-    if not picked or any(not -total <= i < total for i in layers) or len(set(picked)) != len(picked):
-        raise ValueError(f"draft layers must be distinct block indices in [-{total}, {total}), got {list(layers)}")
-    cfg = dataclasses.replace(target.config, num_layers=len(picked))
-    with torch.device("meta"):
-        draft = LlamaModel(cfg)
-    draft.embed_tokens = target.embed_tokens  # shared and frozen
-    draft.rotary = target.rotary
-    draft.layers = nn.ModuleList(copy.deepcopy(target.layers[i]) for i in picked)
-    for new_idx, block in enumerate(draft.layers):
-        block.self_attn.layer_idx = new_idx  # the draft's own KV cache has len(picked) layers
-    draft.norm = copy.deepcopy(target.norm)
-    rows = target.lm_head.weight.detach()[token_ids].clone()  # (N, hidden)
-    draft.lm_head = SubVocabHead(rows, token_ids, target.config.vocab_size)
-    return draft.eval()
 
 
 def training_prompts(tokenizer, n: int, seed: int = 0, max_prompt_len: int = 256) -> list[list[int]]:

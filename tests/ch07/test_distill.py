@@ -6,15 +6,8 @@ import pytest
 import torch
 
 from ch04_kvcache.generate import generate
-from ch07_speculative.distill import (
-    DistillConfig,
-    SubVocabHead,
-    TrainReport,
-    build_draft,
-    load_draft,
-    save_draft,
-    train,
-)
+from ch07_speculative.distill import DistillConfig, TrainReport, load_draft, save_draft, train
+from ch07_speculative.draft_model import SubVocabHead, build_draft
 from ch07_speculative.speculative import ModelDrafter, speculative_generate
 from ch07_speculative.stats import distribution_test, random_tiny_pair
 
