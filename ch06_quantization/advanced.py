@@ -10,7 +10,8 @@ quantization-aware scheduling.
    outliers make the static scale coarse for every other token.
 3. Scheduling: smaller weights leave more memory for KV blocks, so the engine can hold more sequences.
    Computed with ch02's calculator for Llama-3-8B on a 24 GB and an 80 GB card (labelled as computed:
-   there is no GPU here, and on CPU our dequantize-per-forward linears are slower, not faster).
+   there is no GPU here); ``qa_scheduling.py`` measures the same trade on the embedded model with
+   chapter 5's engine.
 
 Run ``python -m ch06_quantization.advanced [--smoke]``.
 """
