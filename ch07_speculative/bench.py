@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--draft-layers", default="12,20", help="comma-separated layer counts of self-drafts")
     parser.add_argument("--int8-draft", action="store_true", help="also measure the int8 drafts (ch06 RTN, torch dynamic)")
     parser.add_argument("--distill", action="store_true",
-                        help="also measure the distilled draft (distill.py; trained first, ~6 min, if not cached)")
+                        help="also measure the distilled draft (distill.py; trained first, ~8 min here, if not cached)")
     parser.add_argument("--samples", type=positive_int, default=500, help="samples for the chi-square test")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = leave as is)")
     parser.add_argument("--no-hf", action="store_true", help="skip transformers' assisted decoding")
