@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -44,6 +46,11 @@ from ch06_quantization.rtn import QuantizedWeight, QuantLinear, QuantSpec, set_m
 from common.cli import UsageError
 from common.loader import resolve_model_path
 
+if TYPE_CHECKING:
+    from ch04_kvcache.config import ModelConfig
+
+TensorGetter = Callable[[str], torch.Tensor]  # a checkpoint tensor by its key
+QUANT_BUFFERS = ("qweight", "scales", "qzeros", "g_idx", "bias")  # QuantLinear's buffers: not in the float state
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # nibble i of a word holds output column order[i]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
                    "chat_template.jinja")
@@ -184,14 +191,49 @@ def _read_quantized_weight(get, prefix: str, fmt: str, spec: QuantSpec, out_f: i
     return QuantizedWeight(q.to(torch.uint8), scales.T.contiguous(), zeros.T.float().contiguous(), spec, g_idx)
 
 
-def load_quantized(folder: str | Path) -> nn.Module:
-    """Our loader: a GPTQ, AWQ or compressed-tensors folder -> ch04's ``LlamaModel`` with ``QuantLinear`` layers
-    (fp32 compute)."""
+def open_quantized(folder: Path, cfg_dict: dict) -> tuple[ModelConfig, nn.Module, TensorGetter, set[str]]:
+    """The start of every quantized loader: ch04's ``LlamaModel`` for ``cfg_dict`` on the meta device, and the
+    tensors of the folder's ``*.safetensors`` (one file, or shards: exercise 6.2 writes one per layer), read
+    lazily: ``(cfg, model, get, keys)``."""
     from safetensors import safe_open
 
     from ch04_kvcache.config import ModelConfig
-    from ch04_kvcache.model import LlamaModel, rope_inv_freq
+    from ch04_kvcache.model import LlamaModel
 
+    cfg = ModelConfig.from_dict(cfg_dict)
+    with torch.device("meta"):
+        model = LlamaModel(cfg)
+    handles = [safe_open(str(f), "pt") for f in sorted(folder.glob("*.safetensors"))]
+    where = {k: h for h in handles for k in h.keys()}  # noqa: SIM118 - safe_open is not a dict
+
+    def get(k: str) -> torch.Tensor:
+        return where[k].get_tensor(k)
+
+    return cfg, model, get, set(where)
+
+
+def finish_quantized(model: nn.Module, cfg: ModelConfig, get: TensorGetter, float_keys: Iterable[str]) -> nn.Module:
+    """The end of every quantized loader: ``model`` (from :func:`open_quantized`, its quantized layers already
+    swapped in) gets the float tensors ``float_keys`` as fp32, tied embeddings and RoPE frequencies; anything
+    else missing or unexpected raises :class:`CheckpointError`."""
+    from ch04_kvcache.model import rope_inv_freq
+
+    state = {k.removeprefix("model."): get(k).float() for k in float_keys}
+    if cfg.tie_word_embeddings:
+        state["lm_head.weight"] = state["embed_tokens.weight"]
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    bad = [k for k in missing if not k.endswith(QUANT_BUFFERS)]
+    if bad or unexpected:
+        raise CheckpointError(f"checkpoint does not match the model: missing {bad[:3]}, unexpected {unexpected[:3]}")
+    if cfg.tie_word_embeddings:
+        model.lm_head.weight = model.embed_tokens.weight
+    model.rotary.inv_freq = rope_inv_freq(cfg)
+    return model.eval()
+
+
+def load_quantized(folder: str | Path) -> nn.Module:
+    """Our loader: a GPTQ, AWQ or compressed-tensors folder -> ch04's ``LlamaModel`` with ``QuantLinear`` layers
+    (fp32 compute)."""
     folder = Path(folder)
     cfg_dict = json.loads((folder / "config.json").read_text())
     qc = cfg_dict.get("quantization_config") or {}
@@ -205,36 +247,15 @@ def load_quantized(folder: str | Path) -> nn.Module:
     gs = qc["group_size"]
     sym = qc.get("sym", True) if fmt == "gptq" else not qc.get("zero_point", True)
     spec = QuantSpec(qc["bits"], "group" if gs > 0 else "channel", gs if gs > 0 else 128, sym)
-    cfg = ModelConfig.from_dict(cfg_dict)
-    with torch.device("meta"):
-        model = LlamaModel(cfg)
-    files = sorted(folder.glob("*.safetensors"))  # one file, or shards (exercise 6.2 writes one per layer)
-    handles = [safe_open(str(f), "pt") for f in files]
-    where = {k: h for h in handles for k in h.keys()}  # noqa: SIM118 - safe_open is not a dict
-    keys = set(where)
-
-    def get(k: str) -> torch.Tensor:
-        return where[k].get_tensor(k)
-
+    cfg, model, get, keys = open_quantized(folder, cfg_dict)
     for name, lin in [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]:
         prefix = f"model.{name}"
         if f"{prefix}.qweight" in keys:
             qw = _read_quantized_weight(get, prefix, fmt, spec, lin.out_features, lin.in_features)
             bias = get(f"{prefix}.bias").float() if f"{prefix}.bias" in keys else None
             set_module(model, name, QuantLinear(qw, bias))
-    state = {k.removeprefix("model."): get(k).float() for k in keys
-             if not k.endswith((".qweight", ".qzeros", ".scales", ".g_idx"))}
-    if cfg.tie_word_embeddings:
-        state["lm_head.weight"] = state["embed_tokens.weight"]
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    bad = [k for k in missing if "qweight" not in k and "scales" not in k and "qzeros" not in k and "g_idx" not in k
-           and "bias" not in k]
-    if bad or unexpected:
-        raise CheckpointError(f"checkpoint does not match the model: missing {bad[:3]}, unexpected {unexpected[:3]}")
-    if cfg.tie_word_embeddings:
-        model.lm_head.weight = model.embed_tokens.weight
-    model.rotary.inv_freq = rope_inv_freq(cfg)
-    return model.eval()
+    float_keys = [k for k in keys if not k.endswith((".qweight", ".qzeros", ".scales", ".g_idx"))]
+    return finish_quantized(model, cfg, get, float_keys)
 
 
 def main(argv: list[str] | None = None) -> int:

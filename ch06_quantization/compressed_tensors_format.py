@@ -41,7 +41,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ch06_quantization.checkpoints import TOKENIZER_FILES, CheckpointError, pack_rows, unpack_rows
+from ch06_quantization.checkpoints import (
+    TOKENIZER_FILES,
+    CheckpointError,
+    finish_quantized,
+    open_quantized,
+    pack_rows,
+    unpack_rows,
+)
 from ch06_quantization.rtn import (
     QuantizedWeight,
     QuantLinear,
@@ -211,24 +218,10 @@ def read_layer(get, prefix: str, keys: set[str], spec: QuantSpec) -> QuantizedWe
 def load_compressed_tensors(folder: str | Path) -> nn.Module:
     """Our loader: a compressed-tensors folder -> ch04's ``LlamaModel`` with :class:`QuantLinear` (W4A16)
     or :class:`DynamicInt8Linear` (W8A8) layers, fp32 compute."""
-    from safetensors import safe_open
-
-    from ch04_kvcache.config import ModelConfig
-    from ch04_kvcache.model import LlamaModel, rope_inv_freq
-
     folder = Path(folder)
     cfg_dict = json.loads((folder / "config.json").read_text())
     spec, w8a8 = spec_from_config(cfg_dict.get("quantization_config") or {})
-    cfg = ModelConfig.from_dict(cfg_dict)
-    with torch.device("meta"):
-        model = LlamaModel(cfg)
-    handles = [safe_open(str(f), "pt") for f in sorted(folder.glob("*.safetensors"))]
-    where = {k: h for h in handles for k in h.keys()}  # noqa: SIM118 - safe_open is not a dict
-    keys = set(where)
-
-    def get(k: str) -> torch.Tensor:
-        return where[k].get_tensor(k)
-
+    cfg, model, get, keys = open_quantized(folder, cfg_dict)
     layer_cls = DynamicInt8Linear if w8a8 else QuantLinear
     done: set[str] = set()
     for name, lin in [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]:
@@ -241,16 +234,4 @@ def load_compressed_tensors(folder: str | Path) -> nn.Module:
         bias = get(f"{prefix}.bias").float() if f"{prefix}.bias" in keys else None
         set_module(model, name, layer_cls(qw, bias, scale_dtype=torch.float32))  # keep bf16/fp32 scales exact
         done.add(prefix)
-    state = {k.removeprefix("model."): get(k).float() for k in keys
-             if k.rsplit(".", 1)[0] not in done}
-    if cfg.tie_word_embeddings:
-        state["lm_head.weight"] = state["embed_tokens.weight"]
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    quant_bufs = ("qweight", "scales", "qzeros", "g_idx", "bias")
-    bad = [k for k in missing if not k.endswith(quant_bufs)]
-    if bad or unexpected:
-        raise CheckpointError(f"checkpoint does not match the model: missing {bad[:3]}, unexpected {unexpected[:3]}")
-    if cfg.tie_word_embeddings:
-        model.lm_head.weight = model.embed_tokens.weight
-    model.rotary.inv_freq = rope_inv_freq(cfg)
-    return model.eval()
+    return finish_quantized(model, cfg, get, [k for k in keys if k.rsplit(".", 1)[0] not in done])
