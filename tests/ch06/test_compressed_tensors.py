@@ -151,6 +151,25 @@ def _vllm_env() -> dict[str, str]:
     return env
 
 
+def _save_and_run_reference(model: nn.Module, tiny_hf_model, tmp_path: Path, scheme: str, script: str,
+                            result: str, expect: str) -> tuple[Path, Path]:
+    """Quantize ``model`` for ``scheme`` (``w8a8`` or 4-bit asymmetric g16), save it as compressed-tensors, and
+    run ``script`` with .venv-vllm's python on ``(checkpoint, tmp_path / result)``, which must print ``expect``:
+    ``(checkpoint folder, result file)``."""
+    _, src = tiny_hf_model
+    if scheme == "w8a8":
+        quantize_model_w8a8(model)
+    else:
+        quantize_model_rtn(model, QuantSpec(4, "group", 16, symmetric=False))
+    out = save_quantized(model, tmp_path / scheme, "compressed-tensors", source=str(src))
+    script_file = tmp_path / "reference.py"
+    script_file.write_text(script)
+    proc = subprocess.run([str(VLLM_PYTHON), str(script_file), str(out), str(tmp_path / result)],
+                          capture_output=True, text=True, timeout=300, env=_vllm_env())
+    assert proc.returncode == 0 and expect in proc.stdout, proc.stderr[-3000:]
+    return out, tmp_path / result
+
+
 @pytest.mark.vllm
 @pytest.mark.parametrize("scheme", ["w4a16-asym", "w8a8"])
 def test_compressed_tensors_package_decompresses_our_checkpoint_to_our_weights(tiny_model, tiny_hf_model,
@@ -159,18 +178,9 @@ def test_compressed_tensors_package_decompresses_our_checkpoint_to_our_weights(t
     tensors to exactly the weights our ``QuantLinear`` dequantizes."""
     from safetensors.torch import load_file
 
-    _, src = tiny_hf_model
-    if scheme == "w8a8":
-        quantize_model_w8a8(tiny_model)
-    else:
-        quantize_model_rtn(tiny_model, QuantSpec(4, "group", 16, symmetric=False))
-    out = save_quantized(tiny_model, tmp_path / scheme, "compressed-tensors", source=str(src))
-    script = tmp_path / "decompress.py"
-    script.write_text(DECOMPRESS_SCRIPT)
-    proc = subprocess.run([str(VLLM_PYTHON), str(script), str(out), str(tmp_path / "dense.safetensors")],
-                          capture_output=True, text=True, timeout=300, env=_vllm_env())
-    assert proc.returncode == 0 and "RESULT " in proc.stdout, proc.stderr[-3000:]
-    dense = load_file(str(tmp_path / "dense.safetensors"))
+    _, dense_file = _save_and_run_reference(tiny_model, tiny_hf_model, tmp_path, scheme, DECOMPRESS_SCRIPT,
+                                            "dense.safetensors", "RESULT ")
+    dense = load_file(str(dense_file))
     ours = {f"model.{n}": m.dequantized_weight() for n, m in tiny_model.named_modules() if isinstance(m, QuantLinear)}
     assert set(dense) == set(ours) and len(ours) == 14
     for name, w in ours.items():
@@ -195,18 +205,9 @@ def test_transformers_loads_our_checkpoint_with_our_logits(tiny_model, tiny_hf_m
     """``transformers`` (5.19 + compressed-tensors 0.17, in .venv-vllm) loads our checkpoint. W4A16: the
     same logits as our loader. W8A8: the same once our activation scale uses compressed-tensors' divisor
     127.5 (vLLM's kernels use 127: the two real readers differ there, by design of their code)."""
-    _, src = tiny_hf_model
-    if scheme == "w8a8":
-        quantize_model_w8a8(tiny_model)
-    else:
-        quantize_model_rtn(tiny_model, QuantSpec(4, "group", 16, symmetric=False))
-    out = save_quantized(tiny_model, tmp_path / scheme, "compressed-tensors", source=str(src))
-    script = tmp_path / "hf.py"
-    script.write_text(HF_SCRIPT)
-    proc = subprocess.run([str(VLLM_PYTHON), str(script), str(out), str(tmp_path / "logits.pt")],
-                          capture_output=True, text=True, timeout=300, env=_vllm_env())
-    assert proc.returncode == 0 and "RESULT ok" in proc.stdout, proc.stderr[-3000:]
-    theirs = torch.load(tmp_path / "logits.pt")
+    out, logits_file = _save_and_run_reference(tiny_model, tiny_hf_model, tmp_path, scheme, HF_SCRIPT, "logits.pt",
+                                               "RESULT ok")
+    theirs = torch.load(logits_file)
     ours = load_quantized(out)
     with torch.no_grad():
         if scheme == "w8a8":
