@@ -23,6 +23,23 @@ def _kernel_vs_reference(ctx_lens, block_size, hkv, group, d, dtype=torch.float3
     return got, ref
 
 
+def _assert_kernel_keeps_the_engine_tokens(model, prompts, params, num_blocks, monkeypatch) -> None:
+    """ch05's engine (blocks of 4) with the kernel installed ran it and gives the greedy tokens it gives without."""
+    from ch05_scheduling.engine import EngineConfig, LLMEngine
+
+    plain = LLMEngine(EngineConfig(block_size=4, num_blocks=num_blocks), model=model).generate(prompts, params)
+    engine = LLMEngine(EngineConfig(block_size=4, num_blocks=num_blocks), model=model)
+    calls = []
+    monkeypatch.setattr(pdt, "kernel", lambda *a: calls.append(a[0].shape) or pdt_kernel(*a))
+    pdt.install(engine)
+    try:
+        fast = engine.generate(prompts, params)
+    finally:
+        model.decode_kernel = None
+    assert calls, "the engine never ran a pure-decode step through the kernel"
+    assert [o.token_ids for o in fast] == [o.token_ids for o in plain]
+
+
 @needs_triton
 @interpreter_only
 @pytest.mark.parametrize(("ctx_lens", "block_size", "hkv", "group", "tile"), [
@@ -48,23 +65,12 @@ def test_interpreter_kernel_handles_a_head_dim_that_is_not_a_power_of_two():
 @interpreter_only
 def test_engine_with_the_interpreted_kernel_gives_the_same_greedy_tokens(tiny_hf_model, monkeypatch):
     from ch04_kvcache.model import LlamaModel
-    from ch05_scheduling.engine import EngineConfig, LLMEngine
     from ch05_scheduling.sequence import SamplingParams
 
     prompts = [[5, 9, 17, 3, 44], [7] * 3]
     params = [SamplingParams(max_tokens=n, ignore_eos=True) for n in (6, 4)]
     model = LlamaModel.from_pretrained(tiny_hf_model[1])
-    plain = LLMEngine(EngineConfig(block_size=4, num_blocks=32), model=model).generate(prompts, params)
-    engine = LLMEngine(EngineConfig(block_size=4, num_blocks=32), model=model)
-    calls = []
-    monkeypatch.setattr(pdt, "kernel", lambda *a: calls.append(a[0].shape) or pdt_kernel(*a))
-    pdt.install(engine)
-    try:
-        fast = engine.generate(prompts, params)
-    finally:
-        model.decode_kernel = None
-    assert calls, "the engine never ran a pure-decode step through the kernel"
-    assert [o.token_ids for o in fast] == [o.token_ids for o in plain]
+    _assert_kernel_keeps_the_engine_tokens(model, prompts, params, 32, monkeypatch)
 
 
 @needs_triton
@@ -126,23 +132,12 @@ def test_gpu_kernel_in_bf16_matches_gather_and_sdpa():
 @needs_triton
 def test_engine_on_cuda_with_the_kernel_gives_the_same_greedy_tokens(tiny_hf_model, monkeypatch):
     from ch04_kvcache.model import LlamaModel
-    from ch05_scheduling.engine import EngineConfig, LLMEngine
     from ch05_scheduling.sequence import SamplingParams
 
     prompts = [[5, 9, 17, 3, 44], [7] * 3, list(range(20, 61))]
     params = [SamplingParams(max_tokens=n, ignore_eos=True) for n in (9, 14, 6)]
     model = LlamaModel.from_pretrained(tiny_hf_model[1]).to("cuda")  # fp32: greedy ties stay rare
-    plain = LLMEngine(EngineConfig(block_size=4, num_blocks=64), model=model).generate(prompts, params)
-    engine = LLMEngine(EngineConfig(block_size=4, num_blocks=64), model=model)
-    calls = []
-    monkeypatch.setattr(pdt, "kernel", lambda *a: calls.append(a[0].shape) or pdt_kernel(*a))
-    pdt.install(engine)
-    try:
-        fast = engine.generate(prompts, params)
-    finally:
-        model.decode_kernel = None
-    assert calls, "the engine never ran a pure-decode step through the kernel"
-    assert [o.token_ids for o in fast] == [o.token_ids for o in plain]
+    _assert_kernel_keeps_the_engine_tokens(model, prompts, params, 64, monkeypatch)
 
 
 def test_help_exits_zero(capsys):
