@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 import torch
 
 from ch04_kvcache.model import LlamaModel
-from ch07_speculative.speculative import ModelRunner, SpecResult, SpecStats, emit_tokens
+from ch07_speculative.speculative import (
+    ModelRunner,
+    SpecResult,
+    SpecStats,
+    load_chat_target,
+    record_round,
+    stop_tokens,
+)
 
 
 @dataclass
@@ -57,11 +64,7 @@ def lookahead_generate(target: LlamaModel, prompt_ids: Sequence[int], max_new_to
     """Greedy decoding with Jacobi guesses and an n-gram pool; same tokens as ``generate(..., temperature=0)``."""
     if not prompt_ids or max_new_tokens < 1 or window < 1 or ngram < 2:
         raise ValueError("need a prompt, max_new_tokens >= 1, window >= 1 and ngram >= 2")
-    if eos_token_id == -1:
-        stop = set(target.config.eos_token_ids)
-    else:
-        stop = set() if eos_token_id is None else ({eos_token_id} if isinstance(eos_token_id, int)
-                                                    else set(eos_token_id))
+    stop = stop_tokens(target, eos_token_id)
     t_start = time.perf_counter()
     tgt = ModelRunner(target, len(prompt_ids) + max_new_tokens + window + 2)
     seq = list(prompt_ids)
@@ -89,15 +92,10 @@ def lookahead_generate(target: LlamaModel, prompt_ids: Sequence[int], max_new_to
             pool.add([tok, *choice[i + 1: i + ngram]])
         new = draft[:n_acc] + [choice[n_acc]]
         tgt.truncate(len(seq) + n_acc)
-        stats.rounds += 1
-        stats.drafted += len(draft)
-        stats.accepted += n_acc
-        stats.emitted += len(new)
         # next guess: the model's outputs beyond what was accepted (shifted window), padded with the last
         guess = choice[n_acc + 1:] or [choice[-1]]
         guess += [guess[-1]] * (window - len(guess))
-        seq.extend(new)
-        if emit_tokens(out, new, stop, max_new_tokens):
+        if record_round(stats, seq, out, new, len(draft), stop, max_new_tokens):
             finish = "stop"
             break
     return SpecResult(out, finish, time.perf_counter() - t_start, stats)
@@ -107,9 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     from ch04_kvcache.generate import generate
     from ch07_speculative.prompt_lookup import REWRITE_PROMPT
     from common.bench import stamp_dict
-    from common.chat import chat_ids
-    from common.cli import add_common_args, friendly_errors, make_parser, positive_int, seed_everything
-    from common.loader import load_tokenizer
+    from common.cli import add_common_args, friendly_errors, make_parser, positive_int
     from common.report import emit_json, print_table
 
     parser = make_parser("python -m ch07_speculative.lookahead", __doc__)
@@ -120,10 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=positive_int, default=64, help="tokens to generate")
     args = parser.parse_args(argv)
     with friendly_errors():
-        seed_everything(args.seed)
-        target = LlamaModel.from_pretrained(args.model, load_format=args.load_format)
-        tok = load_tokenizer(args.model)
-        ids = chat_ids(tok, args.prompt)
+        target, _, ids = load_chat_target(args, args.prompt)
         n = 16 if args.smoke else args.max_new_tokens
         ref = generate(target, ids, n, cache="contiguous")
         base_s = ref.timings.prefill_s + ref.timings.decode_s

@@ -59,12 +59,9 @@ class PromptLookupDrafter:
 
 def main(argv: list[str] | None = None) -> int:
     from ch04_kvcache.generate import generate
-    from ch04_kvcache.model import LlamaModel
-    from ch07_speculative.speculative import speculative_generate
+    from ch07_speculative.speculative import load_chat_target, speculative_generate
     from common.bench import stamp_dict
-    from common.chat import chat_ids
-    from common.cli import add_common_args, friendly_errors, make_parser, positive_int, seed_everything
-    from common.loader import load_tokenizer
+    from common.cli import add_common_args, friendly_errors, make_parser, positive_int
     from common.report import emit_json, print_table
 
     parser = make_parser("python -m ch07_speculative.prompt_lookup", __doc__)
@@ -74,10 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=positive_int, default=80, help="tokens to generate")
     args = parser.parse_args(argv)
     with friendly_errors():
-        seed_everything(args.seed)
-        target = LlamaModel.from_pretrained(args.model, load_format=args.load_format)
-        tok = load_tokenizer(args.model)
-        ids = chat_ids(tok, REWRITE_PROMPT)
+        target, tok, ids = load_chat_target(args, REWRITE_PROMPT)
         n = 24 if args.smoke else args.max_new_tokens
         generate(target, ids, 2)  # warm-up
         ref = generate(target, ids, n, cache="contiguous")

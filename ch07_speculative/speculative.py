@@ -20,10 +20,11 @@ et al. 2023; Chen et al. 2023): ``tests/ch07/test_speculative.py`` checks identi
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -176,6 +177,30 @@ def emit_tokens(out: list[int], new: Sequence[int], stop: Container[int], max_ne
     return False
 
 
+def record_round(stats: SpecStats, seq: list[int], out: list[int], new: Sequence[int], drafted: int,
+                 stop: Container[int], max_new_tokens: int) -> bool:
+    """Book one verification round that checked ``drafted`` tokens and produced ``new`` (the accepted drafts,
+    then the target's own token): stats, the running sequence, and ``out`` through :func:`emit_tokens`.
+
+    Returns True when a stop token was emitted (the caller finishes with reason "stop").
+    """
+    stats.rounds += 1
+    stats.drafted += drafted
+    stats.accepted += len(new) - 1
+    stats.emitted += len(new)
+    seq.extend(new)
+    return emit_tokens(out, new, stop, max_new_tokens)
+
+
+def stop_tokens(target: LlamaModel, eos_token_id: int | Sequence[int] | None) -> set[int]:
+    """The tokens that end generation: -1 = the target config's EOS ids, None = none, else the given id(s)."""
+    if eos_token_id == -1:
+        return set(target.config.eos_token_ids)
+    if eos_token_id is None:
+        return set()
+    return {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
+
+
 @torch.inference_mode()
 def speculative_generate(target: LlamaModel, drafter: Drafter, prompt_ids: Sequence[int], max_new_tokens: int,
                          gamma: int = 4, temperature: float = 0.0, seed: int | None = None,
@@ -185,12 +210,7 @@ def speculative_generate(target: LlamaModel, drafter: Drafter, prompt_ids: Seque
         raise ValueError("the prompt needs at least one token")
     if max_new_tokens < 1 or gamma < 0:
         raise ValueError("max_new_tokens must be >= 1 and gamma >= 0")
-    if eos_token_id == -1:
-        stop = set(target.config.eos_token_ids)
-    elif eos_token_id is None:
-        stop = set()
-    else:
-        stop = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
+    stop = stop_tokens(target, eos_token_id)
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     max_len = len(prompt_ids) + max_new_tokens + gamma + 2
     t_start = time.perf_counter()
@@ -216,23 +236,30 @@ def speculative_generate(target: LlamaModel, drafter: Drafter, prompt_ids: Seque
         tgt.truncate(valid)
         drafter.rollback(valid)
         new = draft.tokens[:n_acc] + [nxt]
-        stats.rounds += 1
-        stats.drafted += k
-        stats.accepted += n_acc
-        stats.emitted += len(new)
-        seq.extend(new)
-        if emit_tokens(out, new, stop, max_new_tokens):
+        if record_round(stats, seq, out, new, k, stop, max_new_tokens):
             finish = "stop"
             break
     return SpecResult(out, finish, time.perf_counter() - t_start, stats)
 
 
+def load_chat_target(args: argparse.Namespace, prompt: str) -> tuple[LlamaModel, Any, list[int]]:
+    """How ch07's CLIs start: seed everything, load the target (``--model``, ``--load-format``) and its tokenizer,
+    and turn ``prompt`` into chat-template ids: ``(target, tokenizer, ids)``."""
+    from common.chat import chat_ids
+    from common.cli import seed_everything
+    from common.loader import load_tokenizer
+
+    seed_everything(args.seed)
+    target = LlamaModel.from_pretrained(args.model, load_format=args.load_format)
+    tok = load_tokenizer(args.model)
+    return target, tok, chat_ids(tok, prompt)
+
+
 def main(argv: list[str] | None = None) -> int:
     from ch04_kvcache.generate import generate
     from ch07_speculative.drafts import truncated_draft
-    from common.chat import FRANCE_PROMPT, chat_ids
-    from common.cli import add_common_args, friendly_errors, make_parser, positive_int, seed_everything
-    from common.loader import load_tokenizer
+    from common.chat import FRANCE_PROMPT
+    from common.cli import add_common_args, friendly_errors, make_parser, positive_int
 
     parser = make_parser("python -m ch07_speculative.speculative", __doc__)
     add_common_args(parser)
@@ -243,10 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     args = parser.parse_args(argv)
     with friendly_errors():
-        seed_everything(args.seed)
-        target = LlamaModel.from_pretrained(args.model, load_format=args.load_format)
-        tok = load_tokenizer(args.model)
-        ids = chat_ids(tok, args.prompt)
+        target, tok, ids = load_chat_target(args, args.prompt)
         n = 8 if args.smoke else args.max_new_tokens
         res = speculative_generate(target, ModelDrafter(truncated_draft(target, args.draft_layers)), ids, n,
                                    args.gamma, args.temperature, args.seed)
