@@ -48,14 +48,15 @@ def kv_utilization(smoke: bool, seed: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ch04_kvcache.cli_model import model_from_args
     from ch04_kvcache.int8_kv import Int8KVCache
     from ch04_kvcache.kv_cache import ContiguousKVCache
     from ch04_kvcache.quality import perplexity
     from common.bench import stamp_dict
     from common.chat import chat_ids
-    from common.cli import add_common_args, friendly_errors, make_parser, positive_int, seed_everything
+    from common.cli import add_common_args, friendly_errors, make_parser, positive_int
     from common.datasets import eval_token_ids
-    from common.device import dtype_name, pick_device, pick_dtype
+    from common.device import dtype_name
     from common.loader import load_tokenizer
     from common.report import emit_json, print_table
 
@@ -65,10 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-tokens", type=positive_int, default=4096, help="tokens for the INT8 perplexity")
     args = parser.parse_args(argv)
     with friendly_errors():
-        seed_everything(args.seed)
-        device = pick_device(args.device)
-        dtype = pick_dtype(args.dtype, device)
-        model = LlamaModel.from_pretrained(args.model, device, dtype, args.load_format)
+        model = model_from_args(args)
         tok = load_tokenizer(args.model)
         prompt = chat_ids(tok, LONG_PROMPT)
         n_new = 8 if args.smoke else args.new_tokens
@@ -102,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             rows = [{"figure": k, "value": v} for k, v in out.items() if not isinstance(v, (dict, list))]
             print_table(rows, title=f"chapter 4 summary: {args.model}, prompt {len(prompt)} tokens, batch 1")
-        emit_json({"benchmark": "ch04.compare", **out, "hardware": stamp_dict(dtype=dtype_name(dtype))})
+        emit_json({"benchmark": "ch04.compare", **out, "hardware": stamp_dict(dtype=dtype_name(model.dtype))})
     return 0
 
 

@@ -194,9 +194,9 @@ def generate(model: LlamaModel, prompt_ids: Sequence[int], max_new_tokens: int, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ch04_kvcache.cli_model import model_from_args
     from common.chat import FRANCE_PROMPT, chat_ids
-    from common.cli import add_common_args, friendly_errors, make_parser, positive_int, seed_everything
-    from common.device import pick_device, pick_dtype
+    from common.cli import add_common_args, friendly_errors, make_parser, positive_int
     from common.loader import load_tokenizer
 
     parser = make_parser("python -m ch04_kvcache.generate", __doc__)
@@ -209,9 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=0, help="0 = off")
     args = parser.parse_args(argv)
     with friendly_errors():
-        seed_everything(args.seed)
-        device = pick_device(args.device)
-        model = LlamaModel.from_pretrained(args.model, device, pick_dtype(args.dtype, device), args.load_format)
+        model = model_from_args(args)
         tok = load_tokenizer(args.model)
         res = generate(model, chat_ids(tok, args.prompt), 8 if args.smoke else args.max_new_tokens,
                        cache=args.cache, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,

@@ -113,9 +113,10 @@ def evaluate(model: LlamaModel, model_spec: str, eval_tokens: int, new_tokens: i
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ch04_kvcache.cli_model import model_from_args
     from common.bench import stamp_dict
-    from common.cli import add_common_args, friendly_errors, make_parser, positive_int, seed_everything
-    from common.device import dtype_name, pick_device, pick_dtype
+    from common.cli import add_common_args, friendly_errors, make_parser, positive_int
+    from common.device import dtype_name
     from common.report import emit_json, print_table
 
     parser = make_parser("python -m ch04_kvcache.gqa", __doc__)
@@ -124,10 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=positive_int, default=32, help="greedy tokens per fixed prompt")
     args = parser.parse_args(argv)
     with friendly_errors():
-        seed_everything(args.seed)
-        device = pick_device(args.device)
-        dtype = pick_dtype(args.dtype, device)
-        model = LlamaModel.from_pretrained(args.model, device, dtype, args.load_format)
+        model = model_from_args(args)
         mem = memory_rows(model.config)
         res = evaluate(model, args.model, 256 if args.smoke else args.tokens, 8 if args.smoke else args.new_tokens,
                        n_prompts=2 if args.smoke else None)
@@ -138,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         mqa = res["quality"][-1]
         emit_json({"benchmark": "ch04.gqa", "memory_fp16": mem, **res, "mqa_ppl_delta_pct": mqa["ppl_delta_pct"],
                    "mqa_greedy_prefix_fraction": mqa["greedy_prefix_fraction"], "retrained": False,
-                   "hardware": stamp_dict(dtype=dtype_name(dtype))})
+                   "hardware": stamp_dict(dtype=dtype_name(model.dtype))})
     return 0
 
 

@@ -70,9 +70,10 @@ def bytes_per_token(config: ModelConfig, kind: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ch04_kvcache.cli_model import model_from_args
     from common.bench import stamp_dict
-    from common.cli import add_common_args, friendly_errors, make_parser, positive_int, seed_everything
-    from common.device import dtype_name, pick_device, pick_dtype
+    from common.cli import add_common_args, friendly_errors, make_parser, positive_int
+    from common.device import dtype_name
     from common.report import emit_json, print_table
 
     parser = make_parser("python -m ch04_kvcache.int8_kv", __doc__)
@@ -81,12 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=positive_int, default=32, help="greedy tokens per fixed prompt")
     args = parser.parse_args(argv)
     with friendly_errors():
-        seed_everything(args.seed)
-        device = pick_device(args.device)
-        dtype = pick_dtype(args.dtype, device)
-        from ch04_kvcache.model import LlamaModel
-
-        model = LlamaModel.from_pretrained(args.model, device, dtype, args.load_format)
+        model = model_from_args(args)
         res = evaluate(model, args.model, 256 if args.smoke else args.tokens, 8 if args.smoke else args.new_tokens,
                        n_prompts=2 if args.smoke else None)
         if not args.json:
@@ -95,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{res['ppl_int8']:.4f} ({res['int8_kv_ppl_delta_pct']:+.3f}%); greedy agreement "
                   f"{res['greedy_identical']}/{res['greedy_prompts']} prompts identical, mean common prefix "
                   f"{res['greedy_prefix_fraction']:.2%}")
-        emit_json({"benchmark": "ch04.int8_kv", **res, "hardware": stamp_dict(dtype=dtype_name(dtype))})
+        emit_json({"benchmark": "ch04.int8_kv", **res, "hardware": stamp_dict(dtype=dtype_name(model.dtype))})
     return 0
 
 

@@ -297,9 +297,9 @@ def _read_safetensors(folder: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ch04_kvcache.cli_model import model_from_args
     from common.chat import FRANCE_PROMPT, chat_ids
-    from common.cli import add_common_args, friendly_errors, make_parser, positive_int, seed_everything
-    from common.device import pick_device, pick_dtype
+    from common.cli import add_common_args, friendly_errors, make_parser, positive_int
     from common.loader import load_tokenizer
 
     parser = make_parser("python -m ch04_kvcache.model", __doc__)
@@ -308,9 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=positive_int, default=24, help="tokens to generate")
     args = parser.parse_args(argv)
     with friendly_errors():
-        seed_everything(args.seed)
-        device = pick_device(args.device)
-        model = LlamaModel.from_pretrained(args.model, device, pick_dtype(args.dtype, device), args.load_format)
+        model = model_from_args(args)
         tok = load_tokenizer(args.model)
         from ch04_kvcache.generate import generate
 

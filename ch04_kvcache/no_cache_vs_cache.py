@@ -125,10 +125,11 @@ def compare(model: LlamaModel, prompt_ids: list[int], max_new_tokens: int, lengt
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ch04_kvcache.cli_model import model_from_args
     from common.bench import stamp_dict
     from common.chat import chat_ids
-    from common.cli import add_common_args, friendly_errors, make_parser, positive_int, seed_everything
-    from common.device import dtype_name, pick_device, pick_dtype
+    from common.cli import add_common_args, friendly_errors, make_parser, positive_int
+    from common.device import dtype_name
     from common.loader import load_tokenizer
     from common.paths import reports_dir
     from common.report import emit_json, print_table, save_plot
@@ -139,10 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt", default=LONG_PROMPT, help="user message (chat template applied)")
     args = parser.parse_args(argv)
     with friendly_errors():
-        seed_everything(args.seed)
-        device = pick_device(args.device)
-        dtype = pick_dtype(args.dtype, device)
-        model = LlamaModel.from_pretrained(args.model, device, dtype, args.load_format)
+        model = model_from_args(args)
         prompt = chat_ids(load_tokenizer(args.model), args.prompt)
         n = 16 if args.smoke else args.max_new_tokens
         res = compare(model, prompt, n)
@@ -158,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         emit_json({"benchmark": "ch04.no_cache_vs_cache", "tokens_identical": res.tokens_identical,
                    "new_tokens": n, "prompt_len": res.prompt_len, "speedup_kv_cache": res.speedup_at_max,
                    "flop_ratio": res.rows[-1]["flop_ratio"], "rows": res.rows, "plot": str(plot),
-                   "hardware": stamp_dict(dtype=dtype_name(dtype))})
+                   "hardware": stamp_dict(dtype=dtype_name(model.dtype))})
     return 0
 
 

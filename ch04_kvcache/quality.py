@@ -85,9 +85,9 @@ def greedy_outputs(model: LlamaModel, prompts: Sequence[list[int]], max_new_toke
 
 
 def main(argv: list[str] | None = None) -> int:
-    from common.cli import add_common_args, friendly_errors, make_parser, positive_int, seed_everything
+    from ch04_kvcache.cli_model import model_from_args
+    from common.cli import add_common_args, friendly_errors, make_parser, positive_int
     from common.datasets import eval_token_ids
-    from common.device import pick_device, pick_dtype
     from common.loader import load_tokenizer
 
     parser = make_parser("python -m ch04_kvcache.quality", __doc__)
@@ -96,9 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=positive_int, default=512, help="tokens per window")
     args = parser.parse_args(argv)
     with friendly_errors():
-        seed_everything(args.seed)
-        device = pick_device(args.device)
-        model = LlamaModel.from_pretrained(args.model, device, pick_dtype(args.dtype, device), args.load_format)
+        model = model_from_args(args)
         ids = eval_token_ids(load_tokenizer(args.model), 1024 if args.smoke else args.tokens)
         res = perplexity(model, ids, args.window)
         print(f"perplexity {res.ppl:.3f} over {res.tokens_scored} tokens ({res.windows} windows of "
