@@ -14,8 +14,7 @@ from collections.abc import Callable
 
 from ch09_advanced import triton_ops  # first: it sets TRITON_INTERPRET before anything imports triton
 from common.bench import stamp_dict
-from common.cli import add_common_args, friendly_errors, make_parser, seed_everything
-from common.report import emit_json, print_table
+from common.cli import figures_main
 
 
 def _part(name: str, fn: Callable[[], dict], notes: list[str]) -> dict:
@@ -77,20 +76,14 @@ def run(smoke: bool) -> dict:
             "notes": notes, "hardware": stamp_dict(dtype="fp32")}
 
 
+def _print_notes(out: dict) -> None:
+    for note in out["notes"]:
+        print(f"skipped {note}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser("python -m ch09_advanced.bench", __doc__)
-    add_common_args(parser, model=False)
-    args = parser.parse_args(argv)
-    with friendly_errors():
-        seed_everything(args.seed)
-        out = run(args.smoke)
-        if not args.json:
-            print_table([{"figure": k, "value": v} for k, v in out.items() if k not in ("hardware", "notes")],
-                        title="chapter 9 (CPU, fp32)")
-            for note in out["notes"]:
-                print(f"skipped {note}")
-        emit_json(out)
-    return 0
+    return figures_main("python -m ch09_advanced.bench", __doc__, run, "chapter 9 (CPU, fp32)", argv,
+                        hide=("hardware", "notes"), after_table=_print_notes)
 
 
 if __name__ == "__main__":

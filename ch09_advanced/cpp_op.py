@@ -15,9 +15,8 @@ from __future__ import annotations
 import torch
 
 from common.bench import stamp_dict, time_fn
-from common.cli import add_common_args, friendly_errors, make_parser, seed_everything
+from common.cli import figures_main
 from common.cpp_ext import load_cpp
-from common.report import emit_json, print_table
 
 CPP_SOURCE = r"""
 #include <torch/extension.h>
@@ -79,17 +78,8 @@ def run(smoke: bool = False) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser("python -m ch09_advanced.cpp_op", __doc__)
-    add_common_args(parser, model=False)
-    args = parser.parse_args(argv)
-    with friendly_errors():
-        seed_everything(args.seed)
-        out = run(args.smoke)
-        if not args.json:
-            print_table([{"figure": k, "value": v} for k, v in out.items() if k != "hardware"],
-                        title="fused RMSNorm: C++ extension vs eager torch")
-        emit_json(out)
-    return 0
+    return figures_main("python -m ch09_advanced.cpp_op", __doc__, run,
+                        "fused RMSNorm: C++ extension vs eager torch", argv)
 
 
 if __name__ == "__main__":

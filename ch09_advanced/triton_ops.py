@@ -15,8 +15,7 @@ import os
 import torch
 
 from common.bench import stamp_dict, time_fn
-from common.cli import add_common_args, friendly_errors, make_parser, seed_everything
-from common.report import emit_json, print_table
+from common.cli import figures_main
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 
@@ -84,16 +83,7 @@ def run(smoke: bool = False) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser("python -m ch09_advanced.triton_ops", __doc__)
-    add_common_args(parser, model=False)
-    args = parser.parse_args(argv)
-    with friendly_errors():
-        seed_everything(args.seed)
-        out = run(args.smoke)
-        if not args.json:
-            print_table([{"figure": k, "value": v} for k, v in out.items() if k != "hardware"], title="Triton RMSNorm")
-        emit_json(out)
-    return 0
+    return figures_main("python -m ch09_advanced.triton_ops", __doc__, run, "Triton RMSNorm", argv)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -107,4 +107,26 @@ def headline_main(prog: str, doc: str | None, headline_fn, smoke_help: str, argv
         h = headline_fn(args.smoke)
         print(h.text)
         emit_json({"chapter": h.chapter, **h.figures})
+    return 0
+
+
+def figures_main(prog: str, doc: str | None, run: Callable[[bool], dict], title: str,
+                 argv: list[str] | None = None, hide: Collection[str] = ("hardware",),
+                 after_table: Callable[[dict], None] | None = None) -> int:
+    """The CLI of a script whose ``run(smoke)`` returns flat figures: the common flags (no ``--model``), seed,
+    run, a figure/value table (unless ``--json``; keys in ``hide`` left out, then ``after_table(out)``), and
+    the figures as the JSON line."""
+    from common.report import emit_json, print_table
+
+    parser = make_parser(prog, doc)
+    add_common_args(parser, model=False)
+    args = parser.parse_args(argv)
+    with friendly_errors():
+        seed_everything(args.seed)
+        out = run(args.smoke)
+        if not args.json:
+            print_table([{"figure": k, "value": v} for k, v in out.items() if k not in hide], title=title)
+            if after_table is not None:
+                after_table(out)
+        emit_json(out)
     return 0

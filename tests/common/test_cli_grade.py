@@ -71,3 +71,21 @@ def test_headline_main_prints_the_sentence_then_its_json_line(capsys):
     out = capsys.readouterr().out
     assert calls == [True] and out.splitlines()[0] == "measured 2.0x"
     assert parse_json_line(out) == {"chapter": "chX", "ratio": 2.0}
+
+
+def test_figures_main_prints_the_visible_figures_then_every_figure_as_json(capsys):
+    from common.report import parse_json_line
+
+    calls = []
+
+    def fake(smoke):
+        calls.append(smoke)
+        return {"speedup": 1.5, "hardware": {"cpu": "x"}, "notes": ["n1"]}
+
+    assert cli.figures_main("x", "doc", fake, "T", ["--smoke"], hide=("hardware", "notes"),
+                            after_table=lambda out: print(f"note {out['notes'][0]}")) == 0
+    out = capsys.readouterr().out
+    assert calls == [True] and "speedup" in out and "cpu" not in out.split("{")[0] and "note n1" in out
+    assert parse_json_line(out) == {"speedup": 1.5, "hardware": {"cpu": "x"}, "notes": ["n1"]}
+    assert cli.figures_main("x", "doc", fake, "T", ["--json"]) == 0
+    assert capsys.readouterr().out.count("\n") == 1  # --json: the JSON line alone
