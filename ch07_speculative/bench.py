@@ -24,8 +24,15 @@ import torch
 
 from ch04_kvcache.generate import generate
 from ch04_kvcache.model import LlamaModel
+from ch06_quantization.cpu_gemv import gemv_problem, use_gemv
 from ch07_speculative import theory
-from ch07_speculative.drafts import dynamic_int8_draft, quantized_draft, step_cost, truncated_draft
+from ch07_speculative.drafts import (
+    dynamic_int8_draft,
+    gemv_int8_draft,
+    quantized_draft,
+    step_cost,
+    truncated_draft,
+)
 from ch07_speculative.lookahead import lookahead_generate
 from ch07_speculative.prompt_lookup import REWRITE_PROMPT, PromptLookupDrafter
 from ch07_speculative.speculative import ModelDrafter, SpecResult, speculative_generate
@@ -91,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--int8-draft", action="store_true", help="also measure the int8 drafts (ch06 RTN, torch dynamic)")
     parser.add_argument("--distill", action="store_true",
                         help="also measure the distilled draft (distill.py; trained first, ~8 min here, if not cached)")
+    parser.add_argument("--kernel", choices=["auto", "gemv", "torch"], default="auto",
+                        help="the target's linears: ch06's C++ GEMV (auto: when a C++ toolchain is here) or "
+                             "F.linear; the target alone and every method use the same target")
     parser.add_argument("--samples", type=positive_int, default=500, help="samples for the chi-square test")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = leave as is)")
     parser.add_argument("--no-hf", action="store_true", help="skip transformers' assisted decoding")
@@ -104,6 +114,23 @@ def main(argv: list[str] | None = None) -> int:
         target = LlamaModel.from_pretrained(args.model, load_format=args.load_format)
         tok = load_tokenizer(args.model)
         ids = chat_ids(tok, REWRITE_PROMPT)
+        kernel = ("gemv" if not gemv_problem() and target.dtype == torch.float32 and target.device.type == "cpu"
+                  else "torch") if args.kernel == "auto" else args.kernel
+        model_drafts = {}  # built from the plain target (each quantizes or copies nn.Linear layers)
+        if args.int8_draft and not args.smoke:
+            model_drafts["int8 RTN draft (ch06)"] = quantized_draft(target, 8)
+            model_drafts["int8 dynamic draft"] = dynamic_int8_draft(target)
+        if args.int8_draft and kernel == "gemv":
+            model_drafts["int8 C++ GEMV draft (ch06)"] = gemv_int8_draft(target)
+        if args.distill and not args.smoke:
+            from ch07_speculative.distill import distilled_draft
+
+            model_drafts["distilled draft (7.4.3)"] = distilled_draft(target, tok, log=print if not args.json else
+                                                                      (lambda *a: None))[0]
+        if kernel == "gemv":  # the target alone and every method run this same target
+            use_gemv(target, bits=32)
+            if "distilled draft (7.4.3)" in model_drafts:
+                use_gemv(model_drafts["distilled draft (7.4.3)"], bits=32)
         generate(target, ids, 2)  # warm-up
         ref_res, base_s = _timed(lambda: generate(target, ids, n, cache="contiguous"))
         ref = ref_res.token_ids
@@ -112,15 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         res, wall = _timed(lambda: speculative_generate(target, PromptLookupDrafter(), ids, n, args.lookup_gamma))
         c_pl = (res.stats.draft_s / max(res.stats.drafted, 1)) / t_step
         rows.append(method_row("prompt lookup", res, wall, base_s, ref, args.lookup_gamma, c_pl, t_step))
-        drafts = {f"self-draft {k}L": truncated_draft(target, k) for k in layers}
-        if args.int8_draft and not args.smoke:
-            drafts["int8 RTN draft (ch06)"] = quantized_draft(target, 8)
-            drafts["int8 dynamic draft"] = dynamic_int8_draft(target)
-        if args.distill and not args.smoke:
-            from ch07_speculative.distill import distilled_draft
-
-            drafts["distilled draft (7.4.3)"] = distilled_draft(target, tok, log=print if not args.json else
-                                                                (lambda *a: None))[0]
+        drafts = {**{f"self-draft {k}L": truncated_draft(target, k) for k in layers}, **model_drafts}
         for name, d in drafts.items():
             c = step_cost(d, context=len(ids), repeats=3) / t_step
             res, wall = _timed(lambda d=d: speculative_generate(target, ModelDrafter(d), ids, n, args.gamma))
@@ -146,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             "speedup_prompt_lookup": by["prompt lookup"]["speedup"], "speedup_draft": best["speedup"],
             "best_draft": best["method"], "speedup_lookahead": by["lookahead"]["speedup"],
             "methods": {r["method"]: {k: v for k, v in r.items() if k != "method"} for r in rows},
-            "new_tokens": n, "target_s": base_s, "target_step_s": t_step, **hf,
+            "new_tokens": n, "target_kernel": kernel, "target_s": base_s, "target_step_s": t_step, **hf,
             "hardware": stamp_dict(dtype="fp32", torch_threads=torch.get_num_threads()),
         })
     return 0

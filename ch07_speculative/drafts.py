@@ -6,6 +6,8 @@
   ``ch06_quantization.rtn`` (int8 per-channel or int4 g64). Its cost on this CPU depends on the
   dequantize-per-forward kernel of ch06, so ``c`` is measured, not assumed.
 * :func:`dynamic_int8_draft`: the same with PyTorch's dynamic int8 linears (fbgemm), fast on CPU.
+* :func:`gemv_int8_draft`: the same with ch06's C++ int8 GEMV (``cpu_gemv``), which reads the int8
+  bytes and widens them in registers: a quarter of the target's weight traffic per decode step.
 * :func:`step_cost`: seconds of one single-token decode step (after a prompt), the unit of ``c``.
 
     python -m ch07_speculative.drafts --layers 10   # cost ratio c of the self-draft vs the target
@@ -60,6 +62,15 @@ def dynamic_int8_draft(target: LlamaModel) -> LlamaModel:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch's deprecation notice for quantized tensor creation
         return torch.ao.quantization.quantize_dynamic(copy.deepcopy(target), {nn.Linear}, dtype=torch.qint8).eval()
+
+
+def gemv_int8_draft(target: LlamaModel) -> LlamaModel:
+    """A deep copy whose linears (LM head included) are int8 per-channel ``cpu_gemv.GemvLinear`` layers."""
+    from ch06_quantization.cpu_gemv import use_gemv
+
+    draft = copy.deepcopy(target)
+    use_gemv(draft, bits=8)
+    return draft.eval()
 
 
 @torch.inference_mode()

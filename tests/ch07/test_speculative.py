@@ -69,12 +69,16 @@ def test_verify_resamples_from_the_residual():
 
 
 def test_quantized_drafts_keep_greedy_output_exact(tiny_hf_model):
-    from ch07_speculative.drafts import dynamic_int8_draft, quantized_draft
+    from ch06_quantization.cpu_gemv import gemv_problem
+    from ch07_speculative.drafts import dynamic_int8_draft, gemv_int8_draft, quantized_draft
 
     model = LlamaModel.from_pretrained(tiny_hf_model[1])
     prompt = [1, 17, 42, 99]
     ref = generate(model, prompt, 10, cache="contiguous", eos_token_id=None)
-    for draft in (quantized_draft(model, 8), quantized_draft(model, 4), dynamic_int8_draft(model)):
+    drafts = [quantized_draft(model, 8), quantized_draft(model, 4), dynamic_int8_draft(model)]
+    if gemv_problem() is None:
+        drafts.append(gemv_int8_draft(model))
+    for draft in drafts:
         res = speculative_generate(model, ModelDrafter(draft), prompt, 10, gamma=3, eos_token_id=None)
         assert res.token_ids == ref.token_ids
         assert res.stats.acceptance_rate > 0.5  # the quantized target mostly agrees with itself
