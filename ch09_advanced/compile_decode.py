@@ -23,7 +23,6 @@ MBU = bytes read per token (every weight once, tied embedding counted once, plus
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from dataclasses import dataclass
 
@@ -33,6 +32,8 @@ from torch import nn
 
 from ch04_kvcache.generate import generate
 from ch04_kvcache.model import LlamaModel, apply_rope
+from ch06_quantization.cpu_gemv import gemv_problem, use_gemv
+from ch09_advanced.gguf_llama_cpp import f32_gguf_path, llama_cpp_decode, llama_cpp_problem
 from common.bench import mbu, measure_read_bandwidth, stamp_dict
 from common.cli import add_common_args, friendly_errors, make_parser, positive_int, seed_everything
 from common.report import emit_json, print_table
@@ -114,10 +115,6 @@ def graph_breaks(decoder: StaticDecoder) -> dict:
             "break_reasons": [str(b.reason)[:120] for b in exp.break_reasons]}
 
 
-def llama_cpp_available() -> bool:
-    return importlib.util.find_spec("llama_cpp") is not None
-
-
 def compile_step(decoder: StaticDecoder, mode: str):
     """torch.compile the decoder in ``mode``; 'freezing' = default mode + Inductor's freezing pass."""
     import torch._inductor.config as inductor_config
@@ -155,6 +152,15 @@ def run(smoke: bool = False, modes: tuple[str, ...] = ("default",), new_tokens: 
         rows.append({"mode": "eager, prepacked (ch05 cpu_linear)", "compile_s": 0.0, "tok/s": prepacked.decode_tok_s,
                      "same tokens": prepacked.tokens == ref})
         del packed_model, packed_decoder
+    gemv = None
+    if gemv_problem() is None and next(model.parameters()).dtype == torch.float32:
+        gemv_model = load(layers)
+        use_gemv(gemv_model, bits=32)
+        gemv_decoder = StaticDecoder(gemv_model, len(prompt) + n_new).eval()
+        gemv = greedy(gemv_decoder, gemv_decoder, prompt, n_new)
+        rows.append({"mode": "eager, C++ GEMV (ch06 cpu_gemv)", "compile_s": 0.0, "tok/s": gemv.decode_tok_s,
+                     "same tokens": gemv.tokens == ref})
+        del gemv_model, gemv_decoder
     best = None
     for mode in modes:
         if mode == "reduce-overhead" and not torch.cuda.is_available():
@@ -175,17 +181,28 @@ def run(smoke: bool = False, modes: tuple[str, ...] = ("default",), new_tokens: 
     inductor_config.freezing = False
     torch._dynamo.reset()
     breaks = graph_breaks(decoder)
+    ours = list(rows)  # torch rows only: the llama.cpp row below is the yardstick, not a mode
+    full = layers is None  # llama.cpp runs the whole model only
+    lcpp = llama_cpp_decode(f32_gguf_path(), prompt, n_new, torch.get_num_threads()) if full and not llama_cpp_problem() else None
+    if lcpp:
+        rows.append({"mode": f"llama.cpp F32 GGUF ({lcpp.threads} threads)", "compile_s": 0.0,
+                     "tok/s": lcpp.decode_tok_s, "same tokens": lcpp.tokens == ref})
     return {"_rows": rows, "layers": len(model.layers), "new_tokens": n_new,
             "eager_tok_s": eager.decode_tok_s, "compiled_tok_s": best[1].decode_tok_s if best else None,
             "compile_mode": best[0] if best else None, "compile_s": best[1].first_call_s if best else None,
             "compile_speedup": best[1].decode_tok_s / eager.decode_tok_s if best else None,
-            "compile_tokens_identical": all(r["same tokens"] for r in rows),
+            "compile_tokens_identical": all(r["same tokens"] for r in ours),
             "graph_count": breaks["graph_count"], "graph_break_count": breaks["graph_break_count"],
             "break_reasons": breaks["break_reasons"], "bytes_per_token": bpt, "read_bandwidth_gb_s": bw / 1e9,
             "prepacked_tok_s": prepacked.decode_tok_s if prepacked else None,
-            "fastest_mode": max(rows, key=lambda r: r["tok/s"])["mode"],
+            "gemv_tok_s": gemv.decode_tok_s if gemv else None,
+            "fastest_mode": max(ours, key=lambda r: r["tok/s"])["mode"],
             "decode_mbu_bs1_eager": mbu(bpt, eager.decode_tok_s, bw), "decode_mbu_bs1": mbu(bpt, fastest, bw),
-            "decode_vs_llama_cpp": None, "llama_cpp_installed": llama_cpp_available(),
+            "llama_cpp_tok_s": lcpp.decode_tok_s if lcpp else None,
+            "decode_mbu_bs1_llama_cpp": mbu(bpt, lcpp.decode_tok_s, bw) if lcpp else None,
+            "llama_cpp_tokens_identical": lcpp.tokens == ref if lcpp else None,
+            "decode_vs_llama_cpp": fastest / lcpp.decode_tok_s if lcpp else None,
+            "llama_cpp_installed": lcpp is not None,
             "hardware": stamp_dict(dtype="fp32")}
 
 
@@ -205,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             print_table(rows, title=f"decode, batch 1, fp32, {out['layers']} layers")
             if not out["llama_cpp_installed"]:
-                print("llama-cpp-python is not installed, so there is no llama.cpp comparison.")
+                print(f"no llama.cpp comparison: {llama_cpp_problem()}.")
         emit_json(out)
     return 0
 
