@@ -32,6 +32,7 @@ from ch07_speculative.drafts import (
     quantized_draft,
     step_cost,
     truncated_draft,
+    w8a8_draft,
 )
 from ch07_speculative.lookahead import lookahead_generate
 from ch07_speculative.prompt_lookup import REWRITE_PROMPT, PromptLookupDrafter
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             model_drafts["int8 dynamic draft"] = dynamic_int8_draft(target)
         if args.int8_draft and kernel == "gemv":
             model_drafts["int8 C++ GEMV draft (ch06)"] = gemv_int8_draft(target)
+            model_drafts["W8A8 C++ GEMV draft (ch06)"] = w8a8_draft(target)
         if args.distill and not args.smoke:
             from ch07_speculative.distill import distilled_draft
 

@@ -8,6 +8,8 @@
 * :func:`dynamic_int8_draft`: the same with PyTorch's dynamic int8 linears (fbgemm), fast on CPU.
 * :func:`gemv_int8_draft`: the same with ch06's C++ int8 GEMV (``cpu_gemv``), which reads the int8
   bytes and widens them in registers: a quarter of the target's weight traffic per decode step.
+* :func:`w8a8_draft`: int8 weights *and* activations (``cpu_w8a8``): integer dot products, cheaper
+  again on this CPU, at the price of rounding the activations (a lossy draft is still exact here).
 * :func:`step_cost`: seconds of one single-token decode step (after a prompt), the unit of ``c``.
 
     python -m ch07_speculative.drafts --layers 10   # cost ratio c of the self-draft vs the target
@@ -70,6 +72,15 @@ def gemv_int8_draft(target: LlamaModel) -> LlamaModel:
 
     draft = copy.deepcopy(target)
     use_gemv(draft, bits=8)
+    return draft.eval()
+
+
+def w8a8_draft(target: LlamaModel) -> LlamaModel:
+    """A deep copy whose linears (LM head included) are ``cpu_w8a8.W8A8Linear`` layers."""
+    from ch06_quantization.cpu_w8a8 import use_w8a8
+
+    draft = copy.deepcopy(target)
+    use_w8a8(draft)
     return draft.eval()
 
 

@@ -1,0 +1,195 @@
+"""W8A8 decode GEMV on the CPU: int8 weights times int8 activations, integer dot products (book 6.2, 6.5).
+
+``cpu_gemv``'s int8 kernel reads a quarter of the bytes but widens every weight to fp32 in registers,
+and on this 2-core AVX2 machine that widening, not memory, becomes the limit (~1.85x over fp32, not 4x).
+Quantizing the activations too removes it: each activation row is rounded to int8 once per call
+(symmetric, one scale per row: ``sx = absmax / 127``), and the dot products run on bytes,
+32 at a time, with the instruction pair llama.cpp uses for its Q8 formats:
+
+    _mm256_maddubs_epi16(|w|, sign(x, w))   # u8 x s8 -> pairs summed to int16 (|w|, |x| <= 127: no overflow)
+    _mm256_madd_epi16(.., 1)                 # int16 pairs -> int32 accumulators
+
+``y[m, n] = sx[m] * sw[n] * sum_k xq[m, k] * wq[n, k]`` with weights symmetric per output channel
+(``rtn.QuantSpec(8, "channel", symmetric=True)``). The integer sums are exact, so the kernel equals a torch
+reference that quantizes the same way (tests). The result differs from fp32 by the activation rounding:
+this is a *lossy* draft for speculative decoding (ch07), where any error only costs acceptance.
+
+    python -m ch06_quantization.cpu_w8a8            # the model's linears: fp32 vs int8 GEMV vs W8A8
+    python -m ch06_quantization.cpu_w8a8 --smoke
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ch06_quantization.cpu_gemv import gemv_problem, time_linears
+from common import cpp_ext
+
+CPP_SOURCE = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+static inline int32_t hsum_i32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_hadd_epi32(s, s); s = _mm_hadd_epi32(s, s); return _mm_cvtsi128_si32(s);
+}
+#endif
+
+// d0 = xq . w0, d1 = xq . w1 over K int8 values, exact int32 sums
+static inline void idot2(const int8_t* x, const int8_t* w0, const int8_t* w1, int64_t K, int32_t& d0, int32_t& d1) {
+  int64_t k = 0;
+  int32_t s0 = 0, s1 = 0;
+#ifdef __AVX2__
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+  for (; k + 32 <= K; k += 32) {
+    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + k));
+    const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + k));
+    const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + k));
+    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(v0, v0), _mm256_sign_epi8(xv, v0)), ones));
+    a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(v1, v1), _mm256_sign_epi8(xv, v1)), ones));
+  }
+  s0 = hsum_i32(a0); s1 = hsum_i32(a1);
+#endif
+  for (; k < K; ++k) { s0 += int32_t(x[k]) * w0[k]; s1 += int32_t(x[k]) * w1[k]; }
+  d0 = s0; d1 = s1;
+}
+
+torch::Tensor gemv_w8a8(torch::Tensor x, torch::Tensor wq, torch::Tensor sw) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && wq.scalar_type() == at::kChar && wq.is_contiguous(),
+              "gemv_w8a8 wants fp32 x and a contiguous int8 weight");
+  const int64_t K = x.size(-1), N = wq.size(0);
+  TORCH_CHECK(wq.size(1) == K, "x has ", K, " features, the weight ", wq.size(1));
+  auto x2 = x.reshape({-1, K}).contiguous();
+  auto swf = sw.to(at::kFloat).contiguous();
+  const int64_t M = x2.size(0);
+  const float* xp = x2.data_ptr<float>();
+  std::vector<int8_t> xq(M * K);                   // activations rounded to int8, one scale per row
+  std::vector<float> sx(M);
+  for (int64_t m = 0; m < M; ++m) {
+    float amax = 0.f;
+    for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(xp[m * K + k]));
+    sx[m] = amax > 0.f ? amax / 127.f : 1.f;
+    const float inv = 1.f / sx[m];
+    for (int64_t k = 0; k < K; ++k) xq[m * K + k] = int8_t(std::nearbyint(xp[m * K + k] * inv));
+  }
+  auto out = torch::empty({M, N}, x2.options());
+  float* op = out.data_ptr<float>();
+  const int8_t* w = wq.data_ptr<int8_t>();
+  const float* s = swf.data_ptr<float>();
+  at::parallel_for(0, (N + 1) / 2, 32, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t n = 2 * p;
+      const bool two = n + 1 < N;
+      const int8_t* w0 = w + n * K;
+      const int8_t* w1 = two ? w0 + K : w0;
+      for (int64_t m = 0; m < M; ++m) {
+        int32_t d0, d1;
+        idot2(xq.data() + m * K, w0, w1, K, d0, d1);
+        op[m * N + n] = sx[m] * s[n] * float(d0);
+        if (two) op[m * N + n + 1] = sx[m] * s[n + 1] * float(d1);
+      }
+    }
+  });
+  auto shape = x.sizes().vec();
+  shape.back() = N;
+  return out.view(shape);
+}
+"""
+
+
+@functools.lru_cache(maxsize=1)
+def _module():
+    return cpp_ext.load_cpp("ch06_cpu_w8a8", CPP_SOURCE, ["gemv_w8a8"], "cpu_w8a8")
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per row of ``x (..., K)``: (int8 values, fp32 scale per row), the kernel's rounding."""
+    amax = x.abs().amax(dim=-1, keepdim=True)
+    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    return torch.round(x * (1.0 / scale)).to(torch.int8), scale
+
+
+class W8A8Linear(nn.Module):
+    """``nn.Linear`` as int8 weights (symmetric per channel) times int8 activations (per row), in C++."""
+
+    def __init__(self, linear: nn.Linear, max_rows: int = 16) -> None:
+        super().__init__()
+        from ch06_quantization.rtn import QuantSpec, quantize_rtn
+
+        self.in_features, self.out_features, self.max_rows = linear.in_features, linear.out_features, max_rows
+        self.bias = None if linear.bias is None else linear.bias.detach()
+        qw = quantize_rtn(linear.weight.detach(), QuantSpec(8, "channel", symmetric=True))
+        self.register_buffer("wq", (qw.q.to(torch.int16) - 128).to(torch.int8).contiguous())  # (N, K) in [-127, 127]
+        self.register_buffer("sw", qw.scales.reshape(-1).float())  # (N,)
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The same arithmetic in torch (exact integer sums in fp64): the kernel's test oracle."""
+        xq, sx = quantize_rows(x)
+        acc = xq.double() @ self.wq.double().T  # exact: |sum| < 2^53
+        y = (acc * sx.double() * self.sw.double()).float()
+        return y if self.bias is None else y + self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() // self.in_features > self.max_rows or x.dtype != torch.float32 or x.device.type != "cpu":
+            return F.linear(x, self.wq.float() * self.sw[:, None], self.bias)  # weight-only int8 (prefill)
+        y = _module().gemv_w8a8(x, self.wq, self.sw)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, W8A8 C++ GEMV"
+
+
+def use_w8a8(model: nn.Module, max_rows: int = 16) -> int:
+    """Replace every ``nn.Linear`` of ``model`` by a :class:`W8A8Linear`, in place; return how many."""
+    problem = gemv_problem()
+    if problem:
+        raise ValueError(f"cannot build the C++ W8A8 GEMV: {problem}")
+    _module()
+    swaps = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
+             if isinstance(child, nn.Linear)]
+    for parent, name, child in swaps:
+        setattr(parent, name, W8A8Linear(child, max_rows))
+    return len(swaps)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ch04_kvcache.model import LlamaModel
+    from ch06_quantization.cpu_gemv import GemvLinear
+    from common.bench import stamp_dict
+    from common.cli import add_common_args, friendly_errors, make_parser
+    from common.report import emit_json, print_table
+
+    parser = make_parser("python -m ch06_quantization.cpu_w8a8", __doc__)
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    with friendly_errors():
+        model = LlamaModel.from_pretrained(args.model, load_format=args.load_format).float().eval()
+        plain = [m for m in model.modules() if isinstance(m, nn.Linear)][: 14 if args.smoke else None]
+        kinds = {"gemv fp32": [GemvLinear(m, 32) for m in plain], "gemv int8": [GemvLinear(m, 8) for m in plain],
+                 "W8A8": [W8A8Linear(m) for m in plain]}
+        _module()
+        rows = []
+        for m_rows in (1, 5):
+            t = {k: time_linears(v, m_rows, 2 if args.smoke else 5) for k, v in kinds.items()}
+            rows.append({"rows": m_rows, **{f"{k} ms": 1e3 * v for k, v in t.items()},
+                         "W8A8 vs fp32": t["gemv fp32"] / t["W8A8"], "W8A8 vs int8": t["gemv int8"] / t["W8A8"]})
+        x = torch.randn(1, plain[0].in_features)
+        with torch.inference_mode():
+            err = ((kinds["W8A8"][0](x) - plain[0](x)).norm() / plain[0](x).norm()).item()
+        if not args.json:
+            print_table(rows, title=f"{len(plain)} linears, one pass each, {torch.get_num_threads()} threads")
+            print(f"relative error of W8A8 vs fp32 on the first layer, one random row: {err:.4f}")
+        emit_json({"linears": len(plain), "rows_1": rows[0], "rows_5": rows[1],
+                   "w8a8_vs_fp32_1_row": rows[0]["W8A8 vs fp32"], "w8a8_rel_error_first_layer": err,
+                   "hardware": stamp_dict(dtype="fp32+int8", torch_threads=torch.get_num_threads())})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
