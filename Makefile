@@ -15,7 +15,7 @@ EXTRAS ?= dev,quant,edge,kernels
 PYTEST_ARGS ?=
 EX ?=
 
-.PHONY: help setup model demo test test-fast lint grade vllm-env prometheus bench clean
+.PHONY: help setup model demo test test-fast lint grade vllm-env prometheus llama-cpp bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -66,6 +66,9 @@ $(VLLM_VENV)/.installed: pyproject.toml
 	$(VLLM_VENV)/bin/pip install -q --no-deps -e .; \
 	$(VLLM_VENV)/bin/python -c "import vllm; print('vllm', vllm.__version__, 'ready in $(VLLM_VENV)')" \
 	  && touch $@
+
+llama-cpp: setup  ## optional: llama-cpp-python (builds llama.cpp, ~12 min on 2 cores) for ch09's comparison
+	$(PIP) install -q -e '.[llamacpp]'
 
 prometheus:  ## the Prometheus server binary (Debian package), for the monitoring tests
 	@if command -v prometheus >/dev/null; then exit 0; fi; \
