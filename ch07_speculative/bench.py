@@ -11,6 +11,8 @@ decoding (``prompt_lookup_num_tokens``, ``assistant_model``) on the same prompt.
 
 Note for CPU readers: the formula assumes verifying gamma+1 tokens costs one decode step; on a CPU it
 costs more (the column ``verify_x`` measures it), which is why the measured speedups trail the prediction.
+``--kernel auto`` (the default) runs the target's linears on ch06's C++ GEMV where it builds: a faster
+target, and a verification pass of a few rows that costs less relative to one decode step.
 
     python -m ch07_speculative.bench --smoke          # CI sizes
     python -m ch07_speculative.bench --threads 1      # full run; one thread is steadier on a busy machine
