@@ -205,8 +205,6 @@ class GemvLinear(nn.Module):
             self.register_buffer("q", qw.q.contiguous())  # (N, K) uint8
             self.register_buffer("scale", qw.scales.reshape(-1).float())  # (N,)
             self.register_buffer("zero", qw.zeros.reshape(-1).float())  # (N,)
-        if gemv_problem() is None:
-            _compilable()  # build the kernel and register it for torch.compile, once per process
 
     def dequantized_weight(self) -> torch.Tensor:
         """The (N, K) fp32 weight the kernel computes with (the reference for tests and long inputs)."""
@@ -217,7 +215,7 @@ class GemvLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.numel() // self.in_features > self.max_rows or x.dtype != torch.float32 or x.device.type != "cpu":
             return F.linear(x, self.dequantized_weight(), self.bias)
-        if torch.compiler.is_compiling():  # registered by use_gemv (or GemvLinear's constructor)
+        if torch.compiler.is_compiling():  # registered by use_gemv before any compile
             f32, u8 = torch.ops.llmic.gemv_f32, torch.ops.llmic.gemv_u8
         else:
             f32, u8 = _module().gemv_f32, _module().gemv_u8
@@ -239,6 +237,7 @@ def use_gemv(model: nn.Module, bits: int = 32, max_rows: int = 16) -> int:
     problem = gemv_problem()
     if problem:
         raise ValueError(f"cannot build the C++ GEMV: {problem}")
+    _compilable()  # build (or load) the kernel once and register it for torch.compile
     swaps = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
              if isinstance(child, nn.Linear)]
     for parent, name, child in swaps:
