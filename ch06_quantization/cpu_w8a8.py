@@ -20,14 +20,11 @@ this is a *lossy* draft for speculative decoding (ch07), where any error only co
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ch06_quantization.cpu_gemv import gemv_problem, time_linears
-from common import cpp_ext
 
 CPP_SOURCE = r"""
 #include <torch/extension.h>
@@ -48,6 +45,8 @@ static inline void idot2(const int8_t* x, const int8_t* w0, const int8_t* w1, in
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
   for (; k + 32 <= K; k += 32) {
+    _mm_prefetch(reinterpret_cast<const char*>(w0 + k) + PREFETCH_BYTES, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w1 + k) + PREFETCH_BYTES, _MM_HINT_T0);
     const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + k));
     const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + k));
     const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + k));
@@ -60,15 +59,10 @@ static inline void idot2(const int8_t* x, const int8_t* w0, const int8_t* w1, in
   d0 = s0; d1 = s1;
 }
 
-torch::Tensor gemv_w8a8(torch::Tensor x, torch::Tensor wq, torch::Tensor sw) {
-  TORCH_CHECK(x.scalar_type() == at::kFloat && wq.scalar_type() == at::kChar && wq.is_contiguous(),
-              "gemv_w8a8 wants fp32 x and a contiguous int8 weight");
-  const int64_t K = x.size(-1), N = wq.size(0);
-  TORCH_CHECK(wq.size(1) == K, "x has ", K, " features, the weight ", wq.size(1));
-  auto x2 = x.reshape({-1, K}).contiguous();
-  auto swf = sw.to(at::kFloat).contiguous();
-  const int64_t M = x2.size(0);
-  const float* xp = x2.data_ptr<float>();
+// y[m, n] (+)= sx[m] * sw[n] * (xq[m] . wq[n]): each activation row rounded to int8 once (one scale per
+// row), then exact integer dot products. Shared with the fused decoder (cpu_decode.py).
+static void w8a8_rows(const float* xp, int64_t M, int64_t K, const int8_t* w, int64_t N, const float* s,
+                      float* op, bool accumulate) {
   std::vector<int8_t> xq(M * K);                   // activations rounded to int8, one scale per row
   std::vector<float> sx(M);
   for (int64_t m = 0; m < M; ++m) {
@@ -78,34 +72,51 @@ torch::Tensor gemv_w8a8(torch::Tensor x, torch::Tensor wq, torch::Tensor sw) {
     const float inv = 1.f / sx[m];
     for (int64_t k = 0; k < K; ++k) xq[m * K + k] = int8_t(std::nearbyint(xp[m * K + k] * inv));
   }
-  auto out = torch::empty({M, N}, x2.options());
-  float* op = out.data_ptr<float>();
-  const int8_t* w = wq.data_ptr<int8_t>();
-  const float* s = swf.data_ptr<float>();
   at::parallel_for(0, (N + 1) / 2, 32, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const int64_t n = 2 * p;
       const bool two = n + 1 < N;
       const int8_t* w0 = w + n * K;
       const int8_t* w1 = two ? w0 + K : w0;
-      for (int64_t m = 0; m < M; ++m) {
+      for (int64_t m = 0; m < M; ++m) {             // the two weight rows stay in L1 across the M rows
         int32_t d0, d1;
         idot2(xq.data() + m * K, w0, w1, K, d0, d1);
-        op[m * N + n] = sx[m] * s[n] * float(d0);
-        if (two) op[m * N + n + 1] = sx[m] * s[n + 1] * float(d1);
+        const float y0 = sx[m] * s[n] * float(d0), y1 = two ? sx[m] * s[n + 1] * float(d1) : 0.f;
+        if (accumulate) {
+          op[m * N + n] += y0;
+          if (two) op[m * N + n + 1] += y1;
+        } else {
+          op[m * N + n] = y0;
+          if (two) op[m * N + n + 1] = y1;
+        }
       }
     }
   });
+}
+
+torch::Tensor gemv_w8a8(torch::Tensor x, torch::Tensor wq, torch::Tensor sw) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && wq.scalar_type() == at::kChar && wq.is_contiguous(),
+              "gemv_w8a8 wants fp32 x and a contiguous int8 weight");
+  const int64_t K = x.size(-1), N = wq.size(0);
+  TORCH_CHECK(wq.size(1) == K, "x has ", K, " features, the weight ", wq.size(1));
+  auto x2 = x.reshape({-1, K}).contiguous();
+  auto swf = sw.to(at::kFloat).contiguous();
+  auto out = torch::empty({x2.size(0), N}, x2.options());
+  w8a8_rows(x2.data_ptr<float>(), x2.size(0), K, wq.data_ptr<int8_t>(), N, swf.data_ptr<float>(),
+            out.data_ptr<float>(), false);
   auto shape = x.sizes().vec();
   shape.back() = N;
   return out.view(shape);
 }
 """
 
+FUNCTIONS = ["gemv_w8a8"]
 
-@functools.lru_cache(maxsize=1)
+
 def _module():
-    return cpp_ext.load_cpp("ch06_cpu_w8a8", CPP_SOURCE, ["gemv_w8a8"], "cpu_w8a8")
+    from ch06_quantization.cpu_kernels import module
+
+    return module()
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,6 +8,9 @@
 * :func:`dynamic_int8_draft`: the same with PyTorch's dynamic int8 linears (fbgemm), fast on CPU.
 * :func:`gemv_int8_draft`: the same with ch06's C++ int8 GEMV (``cpu_gemv``), which reads the int8
   bytes and widens them in registers: a quarter of the target's weight traffic per decode step.
+* :func:`fused_int8_draft`: that int8 draft behind ch06's ``cpu_decode.FusedDecoder``: a whole decode
+  step in one C++ call, so its cost is its bytes (a quarter of the target's), not PyTorch's per-op overhead.
+* :func:`fused_w8a8_draft`: the W8A8 draft below behind the same fused step (integer dot products).
 * :func:`w8a8_draft`: int8 weights *and* activations (``cpu_w8a8``): integer dot products, cheaper
   again on this CPU, at the price of rounding the activations (a lossy draft is still exact here).
 * :func:`step_cost`: seconds of one single-token decode step (after a prompt), the unit of ``c``.
@@ -73,6 +76,20 @@ def gemv_int8_draft(target: LlamaModel) -> LlamaModel:
     draft = copy.deepcopy(target)
     use_gemv(draft, bits=8)
     return draft.eval()
+
+
+def fused_int8_draft(target: LlamaModel):
+    """:func:`gemv_int8_draft` run by ch06's fused C++ decode step (``cpu_decode.FusedDecoder``)."""
+    from ch06_quantization.cpu_decode import FusedDecoder
+
+    return FusedDecoder(gemv_int8_draft(target))
+
+
+def fused_w8a8_draft(target: LlamaModel):
+    """:func:`w8a8_draft` run by ch06's fused C++ decode step (``cpu_decode.FusedDecoder``)."""
+    from ch06_quantization.cpu_decode import FusedDecoder
+
+    return FusedDecoder(w8a8_draft(target))
 
 
 def w8a8_draft(target: LlamaModel) -> LlamaModel:

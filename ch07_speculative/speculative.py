@@ -35,9 +35,10 @@ from ch04_kvcache.model import LlamaModel
 class ModelRunner:
     """One model and its ``ContiguousKVCache`` for one sequence: feed tokens, read logits, roll back."""
 
-    def __init__(self, model: LlamaModel, max_len: int) -> None:
+    def __init__(self, model: LlamaModel, max_len: int, cache: ContiguousKVCache | None = None) -> None:
         self.model = model
-        self.cache = ContiguousKVCache(model.config, 1, max_len, model.device, model.dtype)
+        self.cache = cache if cache is not None else ContiguousKVCache(model.config, 1, max_len, model.device,
+                                                                       model.dtype)
 
     @property
     def length(self) -> int:
@@ -105,6 +106,37 @@ class ModelDrafter:
     def rollback(self, valid_len: int) -> None:
         assert self.runner is not None
         self.runner.truncate(valid_len)
+
+
+class SharedCacheDrafter(ModelDrafter):
+    """A draft made *from the target* (quantized, or its first blocks) that reads the target's KV cache.
+
+    Such a draft would compute K/V close to (quantized) or equal to (first blocks) the target's, so it
+    keeps no cache and runs no prefill of its own: it appends its guesses to the target's cache, takes them
+    back after proposing, and the target's verification pass writes its exact K/V in their place
+    (LayerSkip, Elhoushi et al. 2024; QSpec, Zhao et al. 2024). The output stays exact, because the target
+    verifies from its own K/V; only the acceptance rate could change. What it saves is the draft's pass
+    over the prompt, which for a quantized copy of the target costs as much as the target's own prefill.
+    """
+
+    def start(self, max_len: int) -> None:
+        self.runner = None  # bound to the target's cache by speculative_generate
+
+    def bind(self, target: ModelRunner) -> None:
+        mine, theirs = self.model.config, target.model.config
+        if (mine.num_kv_heads, mine.head_dim) != (theirs.num_kv_heads, theirs.head_dim) or \
+                mine.num_layers > theirs.num_layers:
+            raise ValueError("a shared-cache draft needs the target's K/V shapes and at most its number of layers")
+        self.runner = ModelRunner(self.model, 0, cache=target.cache)
+
+    def propose(self, seq: list[int], gamma: int, temperature: float,
+                generator: torch.Generator | None) -> Draft:
+        assert self.runner is not None, "speculative_generate binds the draft to the target's cache"
+        start = self.runner.length
+        try:
+            return super().propose(seq, gamma, temperature, generator)
+        finally:
+            self.runner.truncate(start)  # the target overwrites those slots with its own K/V
 
 
 @dataclass
@@ -216,6 +248,8 @@ def speculative_generate(target: LlamaModel, drafter: Drafter, prompt_ids: Seque
     t_start = time.perf_counter()
     tgt = ModelRunner(target, max_len)
     drafter.start(max_len)
+    if isinstance(drafter, SharedCacheDrafter):
+        drafter.bind(tgt)
     stats = SpecStats()
     seq = list(prompt_ids)
     if len(seq) > 1:  # the target's cache always holds seq[:-1]; the last token is "pending"

@@ -94,17 +94,21 @@ def random_tiny_pair(seed: int = 0) -> tuple[LlamaModel, LlamaModel]:
 
 
 def distribution_test(target: LlamaModel, draft: LlamaModel, prompt_ids: Sequence[int], samples: int,
-                      gamma: int = 3) -> dict[str, float]:
+                      gamma: int = 3, drafter=None) -> dict[str, float]:
     """Sample the first two tokens ``samples`` times with speculative sampling at temperature 1 and
-    chi-square them against the target's exact marginals: {p_first, p_second, acceptance_rate}."""
+    chi-square them against the target's exact marginals: {p_first, p_second, acceptance_rate}.
+
+    ``drafter``: the drafter class to wrap ``draft`` in (default ``speculative.ModelDrafter``)."""
     from ch07_speculative.speculative import ModelDrafter, speculative_generate
+
+    drafter = drafter or ModelDrafter
 
     v = target.config.vocab_size
     p1, p2 = exact_first_two_marginals(target, prompt_ids)
     first, second = torch.zeros(v), torch.zeros(v)
     accepted = drafted = 0
     for i in range(samples):
-        res = speculative_generate(target, ModelDrafter(draft), prompt_ids, 2, gamma=gamma, temperature=1.0,
+        res = speculative_generate(target, drafter(draft), prompt_ids, 2, gamma=gamma, temperature=1.0,
                                    seed=i, eos_token_id=None)
         first[res.token_ids[0]] += 1
         second[res.token_ids[1]] += 1

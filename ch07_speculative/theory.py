@@ -33,15 +33,26 @@ def expected_tokens_per_step(alpha: float, gamma: int) -> float:
     return (1.0 - alpha ** (gamma + 1)) / (1.0 - alpha)
 
 
-def speedup(alpha: float, gamma: int, c: float) -> float:
-    """Expected wall-time speedup over plain decoding when a draft step costs ``c`` target steps."""
-    if c < 0:
-        raise ValueError(f"the cost ratio c must be >= 0, got {c}")
-    return expected_tokens_per_step(alpha, gamma) / (gamma * c + 1.0)
+def speedup(alpha: float, gamma: int, c: float, verify: float = 1.0) -> float:
+    """Expected wall-time speedup over plain decoding when a draft step costs ``c`` target steps.
+
+    ``verify``: what the target's pass over gamma + 1 tokens costs, in single-token steps. The paper's
+    formula takes 1 (true on a GPU, where such a pass is as memory-bound as one token); on a CPU pass
+    the measured value, which grows with gamma.
+    """
+    if c < 0 or verify <= 0:
+        raise ValueError(f"the cost ratio c must be >= 0 and the verify cost > 0, got c={c}, verify={verify}")
+    return expected_tokens_per_step(alpha, gamma) / (gamma * c + verify)
 
 
-def best_gamma(alpha: float, c: float, max_gamma: int = 16) -> int:
-    """The gamma in 1..max_gamma with the highest predicted speedup (7.4.4: choose by the formula)."""
+def best_gamma(alpha: float, c: float, max_gamma: int = 16, verify: dict[int, float] | None = None) -> int:
+    """The gamma with the highest predicted speedup (7.4.4: choose by the formula).
+
+    ``verify`` maps gamma to the measured cost of verifying gamma + 1 tokens; then only those gammas are
+    candidates. Without it every gamma in 1..max_gamma is, at the formula's verify cost of 1.
+    """
+    if verify:
+        return max(verify, key=lambda g: speedup(alpha, g, c, verify[g]))
     return max(range(1, max_gamma + 1), key=lambda g: speedup(alpha, g, c))
 
 

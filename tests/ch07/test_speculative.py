@@ -82,3 +82,44 @@ def test_quantized_drafts_keep_greedy_output_exact(tiny_hf_model):
         res = speculative_generate(model, ModelDrafter(draft), prompt, 10, gamma=3, eos_token_id=None)
         assert res.token_ids == ref.token_ids
         assert res.stats.acceptance_rate > 0.5  # the quantized target mostly agrees with itself
+
+
+def test_shared_cache_drafts_keep_greedy_output_exact(tiny_hf_model):
+    """Drafts made from the target read and restore the target's own KV cache; the output does not change."""
+    import copy
+
+    from ch06_quantization.cpu_decode import FusedDecoder, fused_decode_problem
+    from ch07_speculative.drafts import gemv_int8_draft
+    from ch07_speculative.speculative import SharedCacheDrafter
+
+    model = LlamaModel.from_pretrained(tiny_hf_model[1])
+    prompt = [1, 17, 42, 99, 5, 6]
+    ref = generate(model, prompt, 12, cache="contiguous", eos_token_id=None)
+    drafts = {"first block": truncated_draft(model, 1), "itself": copy.deepcopy(model)}
+    if fused_decode_problem() is None:
+        drafts["fused int8"] = FusedDecoder(gemv_int8_draft(model))
+    for name, draft in drafts.items():
+        res = speculative_generate(model, SharedCacheDrafter(draft), prompt, 12, gamma=3, eos_token_id=None)
+        assert res.token_ids == ref.token_ids, name
+        if name != "first block":
+            assert res.stats.acceptance_rate > 0.5, name  # the draft reads exactly the K/V it would have written
+    assert speculative_generate(model, SharedCacheDrafter(drafts["itself"]), prompt, 12, gamma=3,
+                                eos_token_id=None).stats.acceptance_rate == 1.0
+
+
+def test_shared_cache_sampling_follows_the_target_distribution(tiny_hf_model):
+    from ch07_speculative.speculative import SharedCacheDrafter
+
+    target, draft = _peaky_pair(tiny_hf_model[1])
+    res = distribution_test(target, draft, [1, 17, 42, 99], samples=400, drafter=SharedCacheDrafter)
+    assert 0.05 < res["acceptance_rate"] < 0.95
+    assert res["p_first"] > 0.01 and res["p_second"] > 0.01
+
+
+def test_shared_cache_refuses_a_deeper_draft(tiny_hf_model):
+    from ch07_speculative.speculative import SharedCacheDrafter
+
+    model = LlamaModel.from_pretrained(tiny_hf_model[1])
+    shallow = truncated_draft(model, 1)
+    with pytest.raises(ValueError, match="at most its number of layers"):
+        speculative_generate(shallow, SharedCacheDrafter(model), [1, 17, 42], 4, gamma=2)

@@ -1,0 +1,511 @@
+"""The whole decode step in one C++ call: fused layers on the CPU, fp32 or int8 weights (book 6.2; 7.4.2; 9.3).
+
+``cpu_gemv`` made each linear stream its weights at memory speed, yet a batch-1 decode step of the
+embedded model still spends ~10 ms outside the linears: about 1,200 small eager ops per token (RMSNorm is
+five of them, RoPE eight, the KV write two, ...), each paying PyTorch's dispatch. That fixed cost is why
+an int8 draft model is not 4x cheaper than its fp32 target (ch07) and why eager decode stays at half of
+llama.cpp's speed (ch09). This file removes it the way llama.cpp does: one native function runs every
+layer for the new tokens,
+
+    x = embed[ids]
+    per layer:  h = rmsnorm(x);  qkv = W_qkv h;  rope(q, k);  cache[pos] = k, v;  a = attend(q, cache)
+                x += W_o a;  h = rmsnorm(x);  gu = W_gate|up h;  x += W_down (silu(g) * u)
+    logits = W_head rmsnorm(x[-keep:])
+
+with q/k/v and gate/up packed into one matrix each (one pass over the activations instead of three or
+two), the residual adds folded into the GEMVs, and the GEMVs themselves from ``cpu_gemv`` (fp32, or int8
+widened in registers). Python is entered once per step instead of ~1,200 times.
+
+:class:`FusedDecoder` wraps a ``LlamaModel`` (fp32 linears, or the int8 ``GemvLinear`` layers of
+``cpu_gemv.use_gemv(model, bits=8)``) and is called like one: ``decoder(ids, cache=ContiguousKVCache,
+logits_to_keep=k)``. It writes K/V into the same ``ContiguousKVCache`` the model uses, so a long prompt
+can go through the model (a GEMM is better there) and the decode steps through the fused path.
+Anything it does not handle (more than ``max_rows`` new tokens, batch > 1, explicit positions, other
+caches) goes to the wrapped model unchanged. Tests hold it to the model's logits.
+
+    python -m ch06_quantization.cpu_decode           # decode tok/s: eager, eager + GEMV, fused fp32, fused int8
+    python -m ch06_quantization.cpu_decode --smoke
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ch04_kvcache.kv_cache import ContiguousKVCache
+from ch04_kvcache.model import LlamaModel
+
+CPP_SOURCE = r"""
+#include <cmath>
+#include <limits>
+
+// fp32 weights re-laid out so that each thread reads ONE sequential stream: blocks of 4 rows, and inside a
+// block, for each group of 8 columns, the 4 rows' 8 values (128 B) one after the other. Shape (N/4, K/8, 32).
+// Measured on the model's linears here, one activation row: 24-25 ms (~22 GB/s) against 35-36 ms for
+// row-major rows read in pairs (gemv_rows).
+constexpr int PACK = 4;
+
+torch::Tensor pack_rows(torch::Tensor w) {
+  TORCH_CHECK(w.dim() == 2 && w.scalar_type() == at::kFloat && w.is_contiguous(), "pack_rows wants a contiguous fp32 matrix");
+  const int64_t N = w.size(0), K = w.size(1);
+  TORCH_CHECK(N % PACK == 0 && K % 8 == 0, "pack_rows wants rows divisible by ", PACK, " and columns by 8, got ",
+              N, " x ", K);
+  auto p = torch::empty({N / PACK, K / 8, PACK * 8}, w.options());
+  const float* src = w.data_ptr<float>();
+  float* dst = p.data_ptr<float>();
+  at::parallel_for(0, N / PACK, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b)
+      for (int64_t kc = 0; kc < K / 8; ++kc)
+        for (int r = 0; r < PACK; ++r)
+          for (int j = 0; j < 8; ++j)
+            dst[((b * (K / 8) + kc) * PACK + r) * 8 + j] = src[(b * PACK + r) * K + kc * 8 + j];
+  });
+  return p;
+}
+
+// v[j][r] = x_j . w_r for the PACK rows of one packed block and J activation rows: PACK x J accumulators,
+// each weight vector loaded once and used J times.
+template <int J>
+static inline void packed_dot(const float* blk, const float* x, int64_t K, float v[][PACK]) {
+#ifdef __AVX2__
+  __m256 a[J][PACK];
+  for (int j = 0; j < J; ++j)
+    for (int r = 0; r < PACK; ++r) a[j][r] = _mm256_setzero_ps();
+  for (int64_t kc = 0; kc < K / 8; ++kc) {
+    const float* c = blk + kc * PACK * 8;
+    __m256 xv[J];
+    for (int j = 0; j < J; ++j) xv[j] = _mm256_loadu_ps(x + j * K + kc * 8);
+    for (int r = 0; r < PACK; ++r) {
+      const __m256 wv = _mm256_loadu_ps(c + r * 8);
+      for (int j = 0; j < J; ++j) a[j][r] = _mm256_fmadd_ps(xv[j], wv, a[j][r]);
+    }
+  }
+  for (int j = 0; j < J; ++j)
+    for (int r = 0; r < PACK; ++r) v[j][r] = hsum(a[j][r]);
+#else
+  for (int j = 0; j < J; ++j)
+    for (int r = 0; r < PACK; ++r) {
+      float s = 0.f;
+      for (int64_t kc = 0; kc < K / 8; ++kc)
+        for (int e = 0; e < 8; ++e) s += x[j * K + kc * 8 + e] * blk[kc * PACK * 8 + r * 8 + e];
+      v[j][r] = s;
+    }
+#endif
+}
+
+// y[m, block*PACK + r] (+)= x[m] . w[block*PACK + r] on the packed layout. Activation rows go three at a
+// time (12 accumulators, each weight load feeding 3 FMAs); a block (9-24 KB) is read from memory once
+// and re-read from L1 for further rows (a verification pass).
+static void gemv_packed(const float* xp, int64_t M, int64_t K, const float* p, int64_t N, float* op, bool accumulate) {
+  at::parallel_for(0, N / PACK, 8, [&](int64_t begin, int64_t end) {
+    float v[3][PACK];
+    for (int64_t b = begin; b < end; ++b) {
+      const float* blk = p + b * PACK * K;
+      for (int64_t m = 0; m < M;) {
+        const int64_t J = std::min<int64_t>(3, M - m);
+        const float* x = xp + m * K;
+        if (J == 1) packed_dot<1>(blk, x, K, v);
+        else if (J == 2) packed_dot<2>(blk, x, K, v);
+        else packed_dot<3>(blk, x, K, v);
+        for (int64_t j = 0; j < J; ++j) {
+          float* y = op + (m + j) * N + b * PACK;
+          for (int r = 0; r < PACK; ++r) y[r] = accumulate ? y[r] + v[j][r] : v[j][r];
+        }
+        m += J;
+      }
+    }
+  });
+}
+
+torch::Tensor gemv_f32_packed(torch::Tensor x, torch::Tensor p) {   // x (M, K) -> (M, N) on pack_rows's layout
+  TORCH_CHECK(p.dim() == 3 && p.size(2) == PACK * 8 && x.scalar_type() == at::kFloat && x.dim() == 2 &&
+              x.size(1) == p.size(1) * 8, "gemv_f32_packed wants x (M, K) fp32 and a pack_rows weight");
+  auto xc = x.contiguous();
+  auto out = torch::empty({x.size(0), p.size(0) * PACK}, x.options());
+  gemv_packed(xc.data_ptr<float>(), x.size(0), x.size(1), p.data_ptr<float>(), p.size(0) * PACK,
+              out.data_ptr<float>(), false);
+  return out;
+}
+
+// One weight matrix (N, K): fp32 ``f`` (row-major, or ``packed8`` as above); or uint8 ``q`` with per-row scale ``s`` and zero ``z`` (cpu_gemv's
+// weight-only int8); or int8 ``i8`` with per-row scale ``s`` (cpu_w8a8: activations rounded to int8 too).
+struct QMat {
+  const float* f = nullptr; const uint8_t* q = nullptr; const int8_t* i8 = nullptr;
+  const float* s = nullptr; const float* z = nullptr;
+  int64_t N = 0, K = 0;
+  bool packed = false;
+};
+
+static QMat qmat(const std::vector<torch::Tensor>& t, size_t i) {   // t[i], t[i + 1], t[i + 2] = w, scale, zero
+  QMat m;
+  if (t[i].dim() == 3) {   // pack_rows's (N/PACK, K/8, PACK*8)
+    m.packed = true; m.N = t[i].size(0) * PACK; m.K = t[i].size(1) * 8; m.f = t[i].data_ptr<float>();
+    return m;
+  }
+  m.N = t[i].size(0); m.K = t[i].size(1);
+  switch (t[i].scalar_type()) {
+    case at::kFloat: m.f = t[i].data_ptr<float>(); break;
+    case at::kByte: m.q = t[i].data_ptr<uint8_t>(); m.s = t[i + 1].data_ptr<float>(); m.z = t[i + 2].data_ptr<float>(); break;
+    case at::kChar: m.i8 = t[i].data_ptr<int8_t>(); m.s = t[i + 1].data_ptr<float>(); break;
+    default: TORCH_CHECK(false, "weights must be fp32, uint8 or int8");
+  }
+  return m;
+}
+
+static void matvec(const QMat& w, const float* x, int64_t M, float* y, bool accumulate) {
+  if (w.packed) gemv_packed(x, M, w.K, w.f, w.N, y, accumulate);
+  else if (w.f) gemv_rows<float>(x, M, w.K, w.f, w.N, nullptr, nullptr, y, accumulate);
+  else if (w.q) gemv_rows<uint8_t>(x, M, w.K, w.q, w.N, w.s, w.z, y, accumulate);
+  else w8a8_rows(x, M, w.K, w.i8, w.N, w.s, y, accumulate);
+}
+
+static inline float dot(const float* a, const float* b, int64_t n) {
+  int64_t k = 0;
+  float s = 0.f;
+#ifdef __AVX2__
+  __m256 acc = _mm256_setzero_ps();
+  for (; k + 8 <= n; k += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc);
+  s = hsum(acc);
+#endif
+  for (; k < n; ++k) s += a[k] * b[k];
+  return s;
+}
+
+// out = w * (x * rsqrt(mean(x^2) + eps)) row by row, as ch04's RMSNorm computes it in fp32
+static void rmsnorm(const float* x, const float* w, int64_t M, int64_t H, float eps, float* out) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* xr = x + m * H;
+    const float r = 1.f / std::sqrt(dot(xr, xr, H) / float(H) + eps);
+    for (int64_t k = 0; k < H; ++k) out[m * H + k] = w[k] * (xr[k] * r);
+  }
+}
+
+// rotate pairs (i, i + D/2) of each of ``heads`` vectors by the position's angles (HF's "rotate half")
+static void rope(float* v, int64_t heads, int64_t D, const float* cs, const float* sn) {
+  const int64_t half = D / 2;
+  for (int64_t h = 0; h < heads; ++h) {
+    float* x = v + h * D;
+    for (int64_t i = 0; i < half; ++i) {
+      const float a = x[i], b = x[i + half];
+      x[i] = a * cs[i] - b * sn[i];
+      x[i + half] = b * cs[i] + a * sn[i];
+    }
+  }
+}
+
+// causal attention of T new queries (row stride ldq) over one layer's cache (Hkv, S, D), positions start..
+static void attend(const float* q, int64_t ldq, const float* kc, const float* vc, int64_t S, int64_t T,
+                   int64_t H, int64_t Hkv, int64_t D, int64_t start, float* out) {
+  const float scale = 1.f / std::sqrt(float(D));
+  const int64_t group = H / Hkv;
+  at::parallel_for(0, T * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> p(start + T);
+    std::vector<float> acc(D);
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t t = i / H, h = i % H, n = start + t + 1;   // query t sees positions 0..start+t
+      const float* qv = q + t * ldq + h * D;
+      const float* K = kc + (h / group) * S * D;
+      const float* V = vc + (h / group) * S * D;
+      float mx = -std::numeric_limits<float>::infinity(), sum = 0.f;
+      for (int64_t j = 0; j < n; ++j) { p[j] = dot(qv, K + j * D, D) * scale; mx = std::max(mx, p[j]); }
+      std::fill(acc.begin(), acc.end(), 0.f);
+      for (int64_t j = 0; j < n; ++j) {
+        const float e = std::exp(p[j] - mx);
+        sum += e;
+        const float* vj = V + j * D;
+        for (int64_t d = 0; d < D; ++d) acc[d] += e * vj[d];
+      }
+      float* o = out + t * H * D + h * D;
+      for (int64_t d = 0; d < D; ++d) o[d] = acc[d] / sum;
+    }
+  });
+}
+
+// One decode (or verify) step for T new tokens at positions start..start+T-1 of one sequence.
+// w: 14 tensors per layer [ln1, qkv, s, z, o, s, z, ln2, gate|up, s, z, down, s, z] then [norm, head, s, z]
+// (s, z empty for fp32 weights). k_cache, v_cache: ContiguousKVCache's (L, 1, Hkv, S, D), written in place.
+// Returns the logits (keep, V) of the last ``keep`` tokens.
+torch::Tensor decode_forward(torch::Tensor ids, int64_t start, int64_t keep, std::vector<torch::Tensor> w,
+                             torch::Tensor embed, torch::Tensor inv_freq, torch::Tensor k_cache,
+                             torch::Tensor v_cache, int64_t num_heads, double eps_d) {
+  TORCH_CHECK(ids.dim() == 1 && ids.scalar_type() == at::kLong, "ids must be a 1-D int64 tensor");
+  TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous() && k_cache.scalar_type() == at::kFloat &&
+              k_cache.dim() == 5 && k_cache.size(1) == 1, "caches must be contiguous fp32 (L, 1, Hkv, S, D)");
+  const int64_t T = ids.size(0), L = (int64_t(w.size()) - 4) / 14, Hkv = k_cache.size(2), S = k_cache.size(3),
+                D = k_cache.size(4), H = embed.size(1), Nq = num_heads * D, Nkv = Hkv * D;
+  TORCH_CHECK(int64_t(w.size()) == 14 * L + 4 && L >= 1, "expected 14 weight tensors per layer and 4 more, got ",
+              w.size());
+  TORCH_CHECK(k_cache.size(0) >= L, "the cache has ", k_cache.size(0), " layers, the model ", L);
+  TORCH_CHECK(T >= 1 && start + T <= S, "positions ", start, "..", start + T - 1, " do not fit a cache of ", S);
+  TORCH_CHECK(keep >= 1 && keep <= T, "keep must be in 1..T");
+  const float eps = float(eps_d);
+  const int64_t* idp = ids.data_ptr<int64_t>();
+  const float* E = embed.data_ptr<float>();
+  const int64_t I2 = qmat(w, 8).N, I = I2 / 2;
+  std::vector<float> x(T * H), h(T * H), qkv(T * (Nq + 2 * Nkv)), att(T * Nq), gu(T * I2), act(T * I);
+  std::vector<float> cs(T * D / 2), sn(T * D / 2);
+  const float* inv = inv_freq.data_ptr<float>();
+  for (int64_t t = 0; t < T; ++t) {
+    TORCH_CHECK(idp[t] >= 0 && idp[t] < embed.size(0), "token id ", idp[t], " is outside the vocabulary");
+    std::copy(E + idp[t] * H, E + (idp[t] + 1) * H, x.begin() + t * H);
+    for (int64_t i = 0; i < D / 2; ++i) {       // angles in fp32 as ch04's Rotary computes them
+      const float f = float(start + t) * inv[i];
+      cs[t * D / 2 + i] = std::cos(f);
+      sn[t * D / 2 + i] = std::sin(f);
+    }
+  }
+  const int64_t ldq = Nq + 2 * Nkv;
+  for (int64_t l = 0; l < L; ++l) {
+    const size_t b = 14 * l;
+    float* kc = k_cache.data_ptr<float>() + l * Hkv * S * D;
+    float* vc = v_cache.data_ptr<float>() + l * Hkv * S * D;
+    rmsnorm(x.data(), w[b].data_ptr<float>(), T, H, eps, h.data());
+    matvec(qmat(w, b + 1), h.data(), T, qkv.data(), false);
+    for (int64_t t = 0; t < T; ++t) {
+      float* row = qkv.data() + t * ldq;
+      rope(row, num_heads, D, cs.data() + t * D / 2, sn.data() + t * D / 2);
+      rope(row + Nq, Hkv, D, cs.data() + t * D / 2, sn.data() + t * D / 2);
+      for (int64_t g = 0; g < Hkv; ++g) {       // append K and V at position start + t
+        std::copy(row + Nq + g * D, row + Nq + (g + 1) * D, kc + (g * S + start + t) * D);
+        std::copy(row + Nq + Nkv + g * D, row + Nq + Nkv + (g + 1) * D, vc + (g * S + start + t) * D);
+      }
+    }
+    attend(qkv.data(), ldq, kc, vc, S, T, num_heads, Hkv, D, start, att.data());
+    matvec(qmat(w, b + 4), att.data(), T, x.data(), true);          // x += W_o a
+    rmsnorm(x.data(), w[b + 7].data_ptr<float>(), T, H, eps, h.data());
+    matvec(qmat(w, b + 8), h.data(), T, gu.data(), false);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < I; ++i) {
+        const float g = gu[t * I2 + i];
+        act[t * I + i] = g / (1.f + std::exp(-g)) * gu[t * I2 + I + i];
+      }
+    matvec(qmat(w, b + 11), act.data(), T, x.data(), true);         // x += W_down silu(g) * u
+  }
+  const size_t f = 14 * L;
+  rmsnorm(x.data() + (T - keep) * H, w[f].data_ptr<float>(), keep, H, eps, h.data());
+  const QMat head = qmat(w, f + 1);
+  auto logits = torch::empty({keep, head.N}, embed.options());
+  matvec(head, h.data(), keep, logits.data_ptr<float>(), false);
+  return logits;
+}
+"""
+
+FUNCTIONS = ["decode_forward", "pack_rows", "gemv_f32_packed"]
+
+
+def _module():
+    from ch06_quantization.cpu_kernels import module
+
+    return module()
+
+
+def _adjacent(parts: list[torch.Tensor]) -> torch.Tensor | None:
+    """The (sum of rows, ...) view spanning ``parts`` if they already lie back to back in one storage."""
+    first = parts[0]
+    end = first.data_ptr()
+    for t in parts:
+        if not t.is_contiguous() or t.untyped_storage().data_ptr() != first.untyped_storage().data_ptr() \
+                or t.data_ptr() != end:
+            return None
+        end += t.numel() * t.element_size()
+    return first.as_strided((sum(t.shape[0] for t in parts), *first.shape[1:]), first.stride())
+
+
+def _concat(parts: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``parts`` concatenated along rows (no copy when a previous packing left them adjacent), and each
+    part as a view of the result."""
+    packed = _adjacent(parts)
+    if packed is None:
+        packed = (torch.cat(parts) if len(parts) > 1 else parts[0]).contiguous()
+    views, start = [], 0
+    for t in parts:
+        views.append(packed[start:start + t.shape[0]])
+        start += t.shape[0]
+    return packed, views
+
+
+def _pack(linears: list[nn.Module]) -> list[torch.Tensor]:
+    """[weight, scale, zero] of the row-wise concatenation of ``linears`` (fp32: empty scale and zero).
+
+    The layers' own tensors are then re-pointed at views of the packed storage, so packing costs no
+    extra memory, the wrapped model keeps computing with exactly the same numbers, and packing the same
+    layers again (a self-draft made of the target's first blocks) finds them adjacent and copies nothing.
+    """
+    from ch06_quantization.cpu_gemv import GemvLinear
+    from ch06_quantization.cpu_w8a8 import W8A8Linear
+
+    if all(type(m) is nn.Linear for m in linears):
+        w, views = _concat([m.weight.detach() for m in linears])
+        for m, v in zip(linears, views, strict=True):
+            m.weight.data = v
+        return [w, torch.empty(0), torch.empty(0)]
+    if all(isinstance(m, GemvLinear) and m.bits == 32 for m in linears):
+        w, views = _concat([m.weight for m in linears])
+        for m, v in zip(linears, views, strict=True):
+            m.weight = v
+        return [w, torch.empty(0), torch.empty(0)]
+    w8a8 = all(isinstance(m, W8A8Linear) for m in linears)
+    if w8a8 or all(isinstance(m, GemvLinear) and m.bits == 8 for m in linears):
+        packed = []
+        for attr in ("wq", "sw") if w8a8 else ("q", "scale", "zero"):
+            t, views = _concat([getattr(m, attr) for m in linears])
+            for m, v in zip(linears, views, strict=True):
+                setattr(m, attr, v)
+            packed.append(t)
+        return packed + [torch.empty(0)] * (3 - len(packed))
+    kinds = sorted({type(m).__name__ + (f"({m.bits}-bit)" if isinstance(m, GemvLinear) else "") for m in linears})
+    raise ValueError(f"the fused decoder runs fp32 nn.Linear, cpu_gemv.GemvLinear or cpu_w8a8.W8A8Linear layers "
+                     f"of one kind, "
+                     f"not {', '.join(kinds)}")
+
+
+def fused_decode_problem() -> str | None:
+    """None when the fused decoder can be built here, else one sentence saying what is missing."""
+    from ch06_quantization.cpu_gemv import gemv_problem
+
+    return gemv_problem()
+
+
+class FusedDecoder(nn.Module):
+    """A ``LlamaModel`` whose batch-1 steps of up to ``max_rows`` new tokens run as one C++ call.
+
+    ``packed=True`` keeps the fp32 matrices in ``pack_rows``'s layout, a copy (the model's own weights
+    stay for long prompts) that streams faster; ``reuse=`` another decoder whose packed copies this one
+    may share (a self-draft made of the target's first blocks copies nothing). Called like the model: ``forward(input_ids (1, T), cache=ContiguousKVCache, logits_to_keep=k)`` ->
+    logits (1, k or T, V). Every other call (no cache, batch > 1, more tokens, explicit positions)
+    goes to the wrapped model, which shares the weights and the cache layout.
+    """
+
+    def __init__(self, model: LlamaModel, max_rows: int = 16, packed: bool = True,
+                 reuse: FusedDecoder | None = None) -> None:
+        super().__init__()
+        cfg = model.config
+        p = model.embed_tokens.weight
+        if p.dtype != torch.float32 or p.device.type != "cpu":
+            raise ValueError(f"the fused decoder runs fp32 models on the CPU, not {p.dtype} on {p.device}")
+        if cfg.qkv_bias or cfg.o_bias:
+            raise ValueError("the fused decoder handles bias-free Llama layers only (this config has biases)")
+        problem = fused_decode_problem()
+        if problem:
+            raise ValueError(f"cannot build the fused decoder: {problem}")
+        self.model, self.max_rows = model, max_rows
+        tensors: list[torch.Tensor] = []
+        for layer in model.layers:
+            a, mlp = layer.self_attn, layer.mlp
+            tensors += [layer.input_layernorm.weight.detach().contiguous(), *_pack([a.q_proj, a.k_proj, a.v_proj]),
+                        *_pack([a.o_proj]), layer.post_attention_layernorm.weight.detach().contiguous(),
+                        *_pack([mlp.gate_proj, mlp.up_proj]), *_pack([mlp.down_proj])]
+        tensors += [model.norm.weight.detach().contiguous(), *_pack([model.lm_head])]
+        self._packed_copies: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}  # (data_ptr, shape) -> packed copy
+        if packed:  # fp32 matrices in pack_rows's layout: a copy, but one sequential stream per thread
+            for i, t in enumerate(tensors):
+                if t.dim() == 2 and t.dtype == torch.float32 and t.shape[0] % 4 == 0 and t.shape[1] % 8 == 0:
+                    key = (t.data_ptr(), tuple(t.shape))
+                    shared = reuse._packed_copies.get(key) if reuse is not None else None
+                    tensors[i] = self._packed_copies[key] = shared if shared is not None else _module().pack_rows(t)
+        self._tensors = tensors
+        self._embed = model.embed_tokens.weight.detach()
+        self._inv_freq = model.rotary.inv_freq.float().contiguous()
+        _module()  # build (or load) the kernels now, not inside the first timed step
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None, cache=None,
+                logits_to_keep: int = 0) -> torch.Tensor:
+        b, t = input_ids.shape
+        if type(cache) is not ContiguousKVCache or positions is not None or b != 1 or t > self.max_rows:
+            return self.model(input_ids, positions=positions, cache=cache, logits_to_keep=logits_to_keep)
+        start = cache.length
+        cache.check_room(start + t)
+        keep = t if logits_to_keep <= 0 else min(logits_to_keep, t)
+        logits = _module().decode_forward(input_ids[0].long(), start, keep, self._tensors, self._embed,
+                                          self._inv_freq, cache.k, cache.v, self.config.num_heads,
+                                          self.config.rms_norm_eps)
+        cache.length = start + t  # what cache.advance(step) does after the model's own forward
+        return logits[None]
+
+
+def fused_int8(model: LlamaModel) -> FusedDecoder:
+    """``model`` (changed in place: its linears become int8 ``GemvLinear``) behind a :class:`FusedDecoder`."""
+    from ch06_quantization.cpu_gemv import use_gemv
+
+    use_gemv(model, bits=8)
+    return FusedDecoder(model)
+
+
+def fused_w8a8(model: LlamaModel) -> FusedDecoder:
+    """``model`` (changed in place: its linears become ``cpu_w8a8.W8A8Linear``) behind a :class:`FusedDecoder`."""
+    from ch06_quantization.cpu_w8a8 import use_w8a8
+
+    use_w8a8(model)
+    return FusedDecoder(model)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ch04_kvcache.generate import generate
+    from ch06_quantization.cpu_gemv import use_gemv
+    from common.bench import mbu, measure_read_bandwidth, stamp_dict
+    from common.cli import add_common_args, friendly_errors, make_parser, positive_int
+    from common.report import emit_json, print_table
+
+    parser = make_parser("python -m ch06_quantization.cpu_decode", __doc__)
+    add_common_args(parser)
+    parser.add_argument("--new-tokens", type=positive_int, default=48, help="greedy tokens to decode")
+    args = parser.parse_args(argv)
+    with friendly_errors():
+        problem = fused_decode_problem()
+        if problem:
+            raise ValueError(f"cannot build the fused decoder: {problem}")
+
+        def load() -> LlamaModel:
+            m = LlamaModel.from_pretrained(args.model, load_format=args.load_format).float().eval()
+            if args.smoke:
+                m.layers = m.layers[:4]
+            return m
+
+        n_new = 8 if args.smoke else args.new_tokens
+        prompt = [1, 504, 3458, 282, 4649, 314, 2030, 47]
+        base = load()
+        bytes_fp32 = sum(p.numel() * p.element_size() for p in base.parameters())  # tied head counted once
+        gemv_model = load()
+        use_gemv(gemv_model, bits=32)
+        candidates = {"eager, F.linear": (base, bytes_fp32), "eager, C++ GEMV": (gemv_model, bytes_fp32),
+                      "fused fp32": (FusedDecoder(load()), bytes_fp32)}
+        int8 = fused_int8(load())
+        candidates["fused int8"] = (int8, sum(b.numel() * b.element_size() for b in int8._tensors)
+                                    + int8._embed.numel() * 4)
+        bw = measure_read_bandwidth(megabytes=64 if args.smoke else 256, repeats=3)
+        rows, ref = [], None
+        for name, (m, nbytes) in candidates.items():
+            generate(m, prompt, 4, eos_token_id=None)  # warm-up
+            r = generate(m, prompt, n_new, eos_token_id=None)
+            ref = ref or r.token_ids
+            tok_s = r.timings.decode_tokens_per_s
+            rows.append({"decode": name, "tok/s": tok_s, "weights MB read": nbytes / 1e6,
+                         "GB/s": nbytes * tok_s / 1e9, "MBU": mbu(nbytes, tok_s, bw), "same tokens": r.token_ids == ref})
+        if not args.json:
+            print_table(rows, title=f"batch-1 greedy decode, {len(base.layers)} layers, {n_new} tokens, "
+                                    f"read bandwidth {bw / 1e9:.1f} GB/s, {torch.get_num_threads()} threads")
+        by = {r["decode"]: r for r in rows}
+        emit_json({"layers": len(base.layers), "new_tokens": n_new, "read_bandwidth_gb_s": bw / 1e9,
+                   "tok_s": {r["decode"]: r["tok/s"] for r in rows},
+                   "fused_fp32_vs_eager": by["fused fp32"]["tok/s"] / by["eager, F.linear"]["tok/s"],
+                   "fused_fp32_mbu": by["fused fp32"]["MBU"],
+                   "fused_int8_vs_fused_fp32": by["fused int8"]["tok/s"] / by["fused fp32"]["tok/s"],
+                   "fp32_tokens_identical": all(r["same tokens"] for r in rows[:3]),
+                   "hardware": stamp_dict(dtype="fp32", torch_threads=torch.get_num_threads())})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
