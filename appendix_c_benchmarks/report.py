@@ -29,6 +29,7 @@ HEADLINE_RATIOS = (
     ("ch07_speculative", "speedup_draft", "draft-model speculation"),
     ("ch08_production", "server_vs_vllm", "our server vs vLLM server"),
     ("ch09_advanced", "compile_speedup", "torch.compile decode"),
+    ("ch09_advanced", "decode_vs_llama_cpp", "our batch-1 decode vs llama.cpp"),
 )
 SECTIONS = (
     ("C.1", "Test environment"),

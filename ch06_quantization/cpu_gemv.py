@@ -6,13 +6,15 @@ but only if the kernel reads the int8 bytes and widens them in registers ("dequa
 ``rtn.QuantLinear`` instead rebuilds the whole fp32 matrix on every call, which reads *more* bytes than
 fp32 (the reason ch07 measured that draft at 2x the target's cost).
 
-This file holds that kernel, a C++ operator built on first use (``common.cpp_ext``):
+This file holds that kernel, a C++ operator built on first use together with ch06's other kernels
+(``cpu_kernels``, through ``common.cpp_ext``):
 
 * ``gemv_f32(x (M, K), w (N, K)) -> (M, N)``: the fp32 baseline. Each weight row is streamed once and
   dotted with the M (few) activation rows, which stay in L1. On the 2-core EPYC of this repository
-  (fp32, 2 threads) it reads the model's 538 MB of linears at ~15 GB/s for one row where
-  ``F.linear`` (MKL sgemv) reaches ~10 GB/s; at 2-9 rows it takes 0.4-0.6x ``F.linear``'s time and it
-  is still ahead at 32 rows (147 vs 177 ms) (``python -m ch06_quantization.cpu_gemv`` measures it).
+  (fp32, 2 threads) it reads the model's 538 MB of linears at ~12-15 GB/s for one row where
+  ``F.linear`` (MKL sgemv) reaches ~8-10 GB/s, and at 2-9 rows it takes 0.45-0.7x ``F.linear``'s time
+  (``python -m ch06_quantization.cpu_gemv`` measures it). ``cpu_decode`` goes further with a weight
+  layout made for one sequential stream per thread.
 * ``gemv_u8(x, q (N, K) uint8, s (N,), z (N,)) -> (M, N)``: per-channel int8 with a zero point, as
   ``rtn`` stores it: ``y = s * (x . q - z * sum(x))``; the bytes are widened to fp32 in AVX2 registers.
 

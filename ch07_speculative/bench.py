@@ -1,16 +1,24 @@
 """Chapter 7 benchmark (book 7.3, 7.4.4, 7.5): every method vs the target alone, beside the formula.
 
 On one input-grounded prompt (repeat a paragraph) with the embedded model, greedy, batch 1, it runs the
-target alone (``ch04_kvcache.generate``), prompt lookup, the layer-truncated self-drafts, optionally the
-int8 RTN draft (ch06) and lookahead, and reports for each: identical tokens, wall-clock speedup, the
-acceptance rate, tokens per target step, the cost ratio c (measured decode steps) and the formula's
-prediction from the fitted alpha (theory.py); ``--distill`` adds the draft distilled by
-``distill.py`` (trained on first use, then cached). Then a chi-square exactness test of sampling at
-temperature 1 (tiny random pair, see stats.py) and, unless ``--no-hf``, ``transformers``' own assisted
-decoding (``prompt_lookup_num_tokens``, ``assistant_model``) on the same prompt.
+target alone (``ch04_kvcache.generate``), prompt lookup, the layer-truncated self-drafts, ch06's int8 and
+W8A8 drafts run by the fused C++ decode step, optionally more int8 drafts (``--int8-draft``: ch06 RTN,
+torch dynamic, the eager C++ GEMV/W8A8 layers) and lookahead, and reports for each: identical tokens,
+wall-clock speedup (prefill included, the same for every method), the acceptance rate, tokens per target
+step, the cost ratio c (measured decode steps), the measured cost of a verification pass (``verify_x``, in
+decode steps) and the formula's prediction from the fitted alpha (theory.py); ``--distill`` adds the draft
+distilled by ``distill.py`` (trained on first use, then cached). Then 7.4.4's loop: the formula, fed the
+best draft's alpha and c and this target's measured verify costs, picks gamma, and that gamma is measured.
+Last, a chi-square exactness test of sampling at temperature 1 (tiny random pair, see stats.py) and,
+unless ``--no-hf``, ``transformers``' own assisted decoding (``prompt_lookup_num_tokens``,
+``assistant_model``) on the same prompt.
+
+Drafts made from the target (its first blocks, its quantized copies) read the target's own KV cache
+(``speculative.SharedCacheDrafter``): no cache and no prompt pass of their own. The row "own KV cache"
+runs the W8A8 draft the classic way, to show what that costs.
 
 Note for CPU readers: the formula assumes verifying gamma+1 tokens costs one decode step; on a CPU it
-costs more (the column ``verify_x`` measures it), which is why the measured speedups trail the prediction.
+costs more (``verify_x``), which is why the measured speedups trail the prediction.
 ``--kernel auto`` (the default) runs the target, and the self-drafts made of its blocks, through ch06's
 fused C++ decode step where it builds (``cpu_decode.FusedDecoder``: one native call per step, GEMVs at
 memory speed): a faster target, a verification pass of a few rows that costs little more than one decode

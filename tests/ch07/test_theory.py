@@ -30,6 +30,18 @@ def test_best_gamma_grows_with_alpha_and_shrinks_with_cost() -> None:
     assert theory.speedup(0.3, 4, 1.0) < 1.0  # a slow draft with poor acceptance loses
 
 
+def test_measured_verify_costs_change_the_best_gamma() -> None:
+    """On a CPU verifying gamma + 1 tokens costs more than one step; the formula then prefers a smaller gamma."""
+    assert theory.speedup(0.9, 4, 0.2, verify=2.0) == pytest.approx(theory.expected_tokens_per_step(0.9, 4) / 2.8)
+    free = {g: 1.0 for g in range(1, 11)}
+    steep = {g: 1.0 + 0.5 * g for g in range(1, 11)}  # every extra verified token costs half a step
+    assert theory.best_gamma(0.9, 0.1, verify=free) == theory.best_gamma(0.9, 0.1, max_gamma=10)
+    assert theory.best_gamma(0.9, 0.1, verify=steep) < theory.best_gamma(0.9, 0.1, verify=free)
+    assert theory.best_gamma(1.0, 0.3, verify={3: 1.2, 5: 1.3}) == 5  # only the measured gammas are candidates
+    with pytest.raises(ValueError, match="verify cost"):
+        theory.speedup(0.5, 4, 0.1, verify=0.0)
+
+
 def test_alpha_inversion_round_trips() -> None:
     for a in (0.1, 0.5, 0.9):
         assert theory.alpha_from_tokens_per_step(theory.expected_tokens_per_step(a, 4), 4) == pytest.approx(a, abs=1e-6)
