@@ -13,8 +13,9 @@ layer for the new tokens,
     logits = W_head rmsnorm(x[-keep:])
 
 with q/k/v and gate/up packed into one matrix each (one pass over the activations instead of three or
-two), the residual adds folded into the GEMVs, and the GEMVs themselves from ``cpu_gemv`` (fp32, or int8
-widened in registers). Python is entered once per step instead of ~1,200 times.
+two), the residual adds folded into the GEMVs, and the GEMVs themselves from ``cpu_packed`` (fp32 in a
+one-stream-per-thread layout), ``cpu_gemv`` (int8 widened in registers) or ``cpu_w8a8``. Python is
+entered once per step instead of ~1,200 times.
 
 :class:`FusedDecoder` wraps a ``LlamaModel`` (fp32 linears, or the int8 ``GemvLinear`` layers of
 ``cpu_gemv.use_gemv(model, bits=8)``) and is called like one: ``decoder(ids, cache=ContiguousKVCache,
@@ -34,100 +35,13 @@ from torch import nn
 
 from ch04_kvcache.kv_cache import ContiguousKVCache
 from ch04_kvcache.model import LlamaModel
+from ch06_quantization.cpu_packed import can_pack, pack_rows
 
 CPP_SOURCE = r"""
 #include <cmath>
 #include <limits>
 
-// fp32 weights re-laid out so that each thread reads ONE sequential stream: blocks of 4 rows, and inside a
-// block, for each group of 8 columns, the 4 rows' 8 values (128 B) one after the other. Shape (N/4, K/8, 32).
-// Measured on the model's linears here, one activation row: 24-25 ms (~22 GB/s) against 35-36 ms for
-// row-major rows read in pairs (gemv_rows).
-constexpr int PACK = 4;
-
-torch::Tensor pack_rows(torch::Tensor w) {
-  TORCH_CHECK(w.dim() == 2 && w.scalar_type() == at::kFloat && w.is_contiguous(), "pack_rows wants a contiguous fp32 matrix");
-  const int64_t N = w.size(0), K = w.size(1);
-  TORCH_CHECK(N % PACK == 0 && K % 8 == 0, "pack_rows wants rows divisible by ", PACK, " and columns by 8, got ",
-              N, " x ", K);
-  auto p = torch::empty({N / PACK, K / 8, PACK * 8}, w.options());
-  const float* src = w.data_ptr<float>();
-  float* dst = p.data_ptr<float>();
-  at::parallel_for(0, N / PACK, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b)
-      for (int64_t kc = 0; kc < K / 8; ++kc)
-        for (int r = 0; r < PACK; ++r)
-          for (int j = 0; j < 8; ++j)
-            dst[((b * (K / 8) + kc) * PACK + r) * 8 + j] = src[(b * PACK + r) * K + kc * 8 + j];
-  });
-  return p;
-}
-
-// v[j][r] = x_j . w_r for the PACK rows of one packed block and J activation rows: PACK x J accumulators,
-// each weight vector loaded once and used J times.
-template <int J>
-static inline void packed_dot(const float* blk, const float* x, int64_t K, float v[][PACK]) {
-#ifdef __AVX2__
-  __m256 a[J][PACK];
-  for (int j = 0; j < J; ++j)
-    for (int r = 0; r < PACK; ++r) a[j][r] = _mm256_setzero_ps();
-  for (int64_t kc = 0; kc < K / 8; ++kc) {
-    const float* c = blk + kc * PACK * 8;
-    __m256 xv[J];
-    for (int j = 0; j < J; ++j) xv[j] = _mm256_loadu_ps(x + j * K + kc * 8);
-    for (int r = 0; r < PACK; ++r) {
-      const __m256 wv = _mm256_loadu_ps(c + r * 8);
-      for (int j = 0; j < J; ++j) a[j][r] = _mm256_fmadd_ps(xv[j], wv, a[j][r]);
-    }
-  }
-  for (int j = 0; j < J; ++j)
-    for (int r = 0; r < PACK; ++r) v[j][r] = hsum(a[j][r]);
-#else
-  for (int j = 0; j < J; ++j)
-    for (int r = 0; r < PACK; ++r) {
-      float s = 0.f;
-      for (int64_t kc = 0; kc < K / 8; ++kc)
-        for (int e = 0; e < 8; ++e) s += x[j * K + kc * 8 + e] * blk[kc * PACK * 8 + r * 8 + e];
-      v[j][r] = s;
-    }
-#endif
-}
-
-// y[m, block*PACK + r] (+)= x[m] . w[block*PACK + r] on the packed layout. Activation rows go three at a
-// time (12 accumulators, each weight load feeding 3 FMAs); a block (9-24 KB) is read from memory once
-// and re-read from L1 for further rows (a verification pass).
-static void gemv_packed(const float* xp, int64_t M, int64_t K, const float* p, int64_t N, float* op, bool accumulate) {
-  at::parallel_for(0, N / PACK, 8, [&](int64_t begin, int64_t end) {
-    float v[3][PACK];
-    for (int64_t b = begin; b < end; ++b) {
-      const float* blk = p + b * PACK * K;
-      for (int64_t m = 0; m < M;) {
-        const int64_t J = std::min<int64_t>(3, M - m);
-        const float* x = xp + m * K;
-        if (J == 1) packed_dot<1>(blk, x, K, v);
-        else if (J == 2) packed_dot<2>(blk, x, K, v);
-        else packed_dot<3>(blk, x, K, v);
-        for (int64_t j = 0; j < J; ++j) {
-          float* y = op + (m + j) * N + b * PACK;
-          for (int r = 0; r < PACK; ++r) y[r] = accumulate ? y[r] + v[j][r] : v[j][r];
-        }
-        m += J;
-      }
-    }
-  });
-}
-
-torch::Tensor gemv_f32_packed(torch::Tensor x, torch::Tensor p) {   // x (M, K) -> (M, N) on pack_rows's layout
-  TORCH_CHECK(p.dim() == 3 && p.size(2) == PACK * 8 && x.scalar_type() == at::kFloat && x.dim() == 2 &&
-              x.size(1) == p.size(1) * 8, "gemv_f32_packed wants x (M, K) fp32 and a pack_rows weight");
-  auto xc = x.contiguous();
-  auto out = torch::empty({x.size(0), p.size(0) * PACK}, x.options());
-  gemv_packed(xc.data_ptr<float>(), x.size(0), x.size(1), p.data_ptr<float>(), p.size(0) * PACK,
-              out.data_ptr<float>(), false);
-  return out;
-}
-
-// One weight matrix (N, K): fp32 ``f`` (row-major, or ``packed8`` as above); or uint8 ``q`` with per-row scale ``s`` and zero ``z`` (cpu_gemv's
+// One weight matrix (N, K): fp32 ``f`` (row-major, or in cpu_packed's layout); or uint8 ``q`` with per-row scale ``s`` and zero ``z`` (cpu_gemv's
 // weight-only int8); or int8 ``i8`` with per-row scale ``s`` (cpu_w8a8: activations rounded to int8 too).
 struct QMat {
   const float* f = nullptr; const uint8_t* q = nullptr; const int8_t* i8 = nullptr;
@@ -138,7 +52,7 @@ struct QMat {
 
 static QMat qmat(const std::vector<torch::Tensor>& t, size_t i) {   // t[i], t[i + 1], t[i + 2] = w, scale, zero
   QMat m;
-  if (t[i].dim() == 3) {   // pack_rows's (N/PACK, K/8, PACK*8)
+  if (t[i].dim() == 3) {   // cpu_packed's (N/PACK, K/8, PACK*8)
     m.packed = true; m.N = t[i].size(0) * PACK; m.K = t[i].size(1) * 8; m.f = t[i].data_ptr<float>();
     return m;
   }
@@ -290,7 +204,7 @@ torch::Tensor decode_forward(torch::Tensor ids, int64_t start, int64_t keep, std
 }
 """
 
-FUNCTIONS = ["decode_forward", "pack_rows", "gemv_f32_packed"]
+FUNCTIONS = ["decode_forward"]
 
 
 def _module():
@@ -369,7 +283,7 @@ def fused_decode_problem() -> str | None:
 class FusedDecoder(nn.Module):
     """A ``LlamaModel`` whose batch-1 steps of up to ``max_rows`` new tokens run as one C++ call.
 
-    ``packed=True`` keeps the fp32 matrices in ``pack_rows``'s layout, a copy (the model's own weights
+    ``packed=True`` keeps the fp32 matrices in ``cpu_packed``'s layout, a copy (the model's own weights
     stay for long prompts) that streams faster; ``reuse=`` another decoder whose packed copies this one
     may share (a self-draft made of the target's first blocks copies nothing). Called like the model: ``forward(input_ids (1, T), cache=ContiguousKVCache, logits_to_keep=k)`` ->
     logits (1, k or T, V). Every other call (no cache, batch > 1, more tokens, explicit positions)
@@ -397,12 +311,12 @@ class FusedDecoder(nn.Module):
                         *_pack([mlp.gate_proj, mlp.up_proj]), *_pack([mlp.down_proj])]
         tensors += [model.norm.weight.detach().contiguous(), *_pack([model.lm_head])]
         self._packed_copies: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}  # (data_ptr, shape) -> packed copy
-        if packed:  # fp32 matrices in pack_rows's layout: a copy, but one sequential stream per thread
+        if packed:  # fp32 matrices in cpu_packed's layout: a copy, but one sequential stream per thread
             for i, t in enumerate(tensors):
-                if t.dim() == 2 and t.dtype == torch.float32 and t.shape[0] % 4 == 0 and t.shape[1] % 8 == 0:
+                if can_pack(t):
                     key = (t.data_ptr(), tuple(t.shape))
                     shared = reuse._packed_copies.get(key) if reuse is not None else None
-                    tensors[i] = self._packed_copies[key] = shared if shared is not None else _module().pack_rows(t)
+                    tensors[i] = self._packed_copies[key] = shared if shared is not None else pack_rows(t)
         self._tensors = tensors
         self._embed = model.embed_tokens.weight.detach()
         self._inv_freq = model.rotary.inv_freq.float().contiguous()
