@@ -85,6 +85,15 @@ static inline float dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
+static inline void axpy(float a, const float* x, float* y, int64_t n) {   // y += a * x
+  int64_t k = 0;
+#ifdef __AVX2__
+  const __m256 av = _mm256_set1_ps(a);
+  for (; k + 8 <= n; k += 8) _mm256_storeu_ps(y + k, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + k), _mm256_loadu_ps(y + k)));
+#endif
+  for (; k < n; ++k) y[k] += a * x[k];
+}
+
 // out = w * (x * rsqrt(mean(x^2) + eps)) row by row, as ch04's RMSNorm computes it in fp32
 static void rmsnorm(const float* x, const float* w, int64_t M, int64_t H, float eps, float* out) {
   for (int64_t m = 0; m < M; ++m) {
@@ -126,8 +135,7 @@ static void attend(const float* q, int64_t ldq, const float* kc, const float* vc
       for (int64_t j = 0; j < n; ++j) {
         const float e = std::exp(p[j] - mx);
         sum += e;
-        const float* vj = V + j * D;
-        for (int64_t d = 0; d < D; ++d) acc[d] += e * vj[d];
+        axpy(e, V + j * D, acc.data(), D);
       }
       float* o = out + t * H * D + h * D;
       for (int64_t d = 0; d < D; ++d) o[d] = acc[d] / sum;
