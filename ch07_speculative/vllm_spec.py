@@ -15,6 +15,7 @@ vLLM exports ``vllm:spec_decode_num_draft_tokens`` / ``..._num_accepted_tokens``
 ratio is the acceptance rate this chapter measures.
 
     python -m ch07_speculative.vllm_spec --smoke   # start vLLM-CPU with ngram speculation, one request
+    python -m ch07_speculative.vllm_spec --method draft_model   # the draft-model path (GPU; see tests)
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-tokens", type=positive_int, default=4, help="num_speculative_tokens")
     parser.add_argument("--max-tokens", type=positive_int, default=64, help="tokens to generate")
     parser.add_argument("--print-config", action="store_true", help="print the two configs and exit")
+    parser.add_argument("--method", choices=["ngram", "draft_model"], default="ngram",
+                        help="ngram (runs on vLLM-CPU) or draft_model (vLLM's GPU path)")
+    parser.add_argument("--draft", default=None,
+                        help="draft model folder for --method draft_model (default: the embedded model itself, "
+                             "which accepts every token: a check of the plumbing, not a speedup)")
     args = parser.parse_args(argv)
     if args.print_config:
         print(json.dumps(ngram_config(args.num_tokens)))
@@ -69,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         import httpx
         import openai
 
-        cfg = VLLMServerConfig(extra_args=server_args(ngram_config(args.num_tokens)))
+        from common.loader import resolve_model_path
+
+        spec = (ngram_config(args.num_tokens) if args.method == "ngram"
+                else draft_model_config(resolve_model_path(args.draft), args.num_tokens))
+        cfg = VLLMServerConfig(extra_args=server_args(spec))
         with VLLMServer(cfg) as url:
             client = openai.OpenAI(base_url=f"{url}/v1", api_key="none")
             r = client.chat.completions.create(model=cfg.served_model_name, temperature=0.0,
@@ -79,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         rate = counters["num_accepted_tokens"] / max(counters["num_draft_tokens"], 1)
         if not args.json:
             print(r.choices[0].message.content)
-            print(f"vLLM-CPU ngram speculation: {counters['num_draft_tokens']:.0f} draft tokens, "
+            print(f"vLLM {args.method} speculation: {counters['num_draft_tokens']:.0f} draft tokens, "
                   f"{counters['num_accepted_tokens']:.0f} accepted ({rate:.2f})")
-        emit_json({"text": r.choices[0].message.content, **counters, "acceptance_rate": rate,
+        emit_json({"method": args.method, "text": r.choices[0].message.content, **counters, "acceptance_rate": rate,
                    "hardware": stamp_dict(dtype="fp32")})
     return 0
 

@@ -36,3 +36,17 @@ def test_vllm_cpu_ngram_speculation_copies_the_paragraph(capsys):
     out = parse_json_line(capsys.readouterr().out)
     assert out["text"].strip().startswith("The KV cache stores")
     assert out["num_draft_tokens"] > 0 and out["num_accepted_tokens"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_vllm_gpu_draft_model_speculation_accepts_a_self_draft(capsys):
+    """vLLM's draft-model path: the embedded model drafting for itself must have its drafts accepted."""
+    from ch07_speculative import vllm_spec
+    from common.report import parse_json_line
+
+    assert vllm_spec.main(["--smoke", "--json", "--method", "draft_model"]) == 0
+    out = parse_json_line(capsys.readouterr().out)
+    assert out["method"] == "draft_model" and out["num_draft_tokens"] > 0
+    assert out["acceptance_rate"] > 0.8  # the same weights propose and verify
