@@ -277,8 +277,7 @@ def _pack(linears: list[nn.Module]) -> list[torch.Tensor]:
         return packed + [torch.empty(0)] * (3 - len(packed))
     kinds = sorted({type(m).__name__ + (f"({m.bits}-bit)" if isinstance(m, GemvLinear) else "") for m in linears})
     raise ValueError(f"the fused decoder runs fp32 nn.Linear, cpu_gemv.GemvLinear or cpu_w8a8.W8A8Linear layers "
-                     f"of one kind, "
-                     f"not {', '.join(kinds)}")
+                     f"of one kind, not {', '.join(kinds)}")
 
 
 def fused_decode_problem() -> str | None:
@@ -293,7 +292,9 @@ class FusedDecoder(nn.Module):
 
     ``packed=True`` keeps the fp32 matrices in ``cpu_packed``'s layout, a copy (the model's own weights
     stay for long prompts) that streams faster; ``reuse=`` another decoder whose packed copies this one
-    may share (a self-draft made of the target's first blocks copies nothing). Called like the model: ``forward(input_ids (1, T), cache=ContiguousKVCache, logits_to_keep=k)`` ->
+    may share (a self-draft made of the target's first blocks copies nothing).
+
+    Called like the model: ``forward(input_ids (1, T), cache=ContiguousKVCache, logits_to_keep=k)`` ->
     logits (1, k or T, V). Every other call (no cache, batch > 1, more tokens, explicit positions)
     goes to the wrapped model, which shares the weights and the cache layout.
     """

@@ -118,6 +118,21 @@ static inline void dot2_any(const float* x, int64_t K, int nm, const W* w0, cons
   }
 }
 
+static inline void put(float* y, float v, bool accumulate) { *y = accumulate ? *y + v : v; }
+
+// x (..., K) -> (..., N): ``rows(xp, M, K, out)`` fills out (M, N) from a contiguous (M, K) copy of x.
+// Every operator of ch06's extension wraps its pointer-level kernel with this.
+template <typename Rows>
+static torch::Tensor over_rows(torch::Tensor x, int64_t N, Rows rows) {
+  const int64_t K = x.size(-1);
+  auto x2 = x.reshape({-1, K}).contiguous();
+  auto out = torch::empty({x2.size(0), N}, x2.options());
+  rows(x2.data_ptr<float>(), x2.size(0), K, out.data_ptr<float>());
+  auto shape = x.sizes().vec();
+  shape.back() = N;
+  return out.view(shape);
+}
+
 // y[m, n] (+)= scale[n] * (x[m] . w[n] - zero[n] * sum(x[m])) for M rows x (M, K) and N weight rows;
 // scale/zero null for fp32 weights. Shared with the fused decoder (cpu_decode.py), which accumulates
 // straight into the residual stream.
@@ -143,13 +158,8 @@ static void gemv_rows(const float* xp, int64_t M, int64_t K, const W* w, int64_t
             d0 = scale[n] * (d0 - zero[n] * xsum[m]);
             if (two) d1 = scale[n + 1] * (d1 - zero[n + 1] * xsum[m]);
           }
-          if (accumulate) {
-            op[m * N + n] += d0;
-            if (two) op[m * N + n + 1] += d1;
-          } else {
-            op[m * N + n] = d0;
-            if (two) op[m * N + n + 1] = d1;
-          }
+          put(op + m * N + n, d0, accumulate);
+          if (two) put(op + m * N + n + 1, d1, accumulate);
         }
       }
     }
@@ -158,13 +168,9 @@ static void gemv_rows(const float* xp, int64_t M, int64_t K, const W* w, int64_t
 
 template <typename W>
 static torch::Tensor gemv(torch::Tensor x, const W* w, int64_t N, const float* scale, const float* zero) {
-  const int64_t K = x.size(-1);
-  auto x2 = x.reshape({-1, K}).contiguous();
-  auto out = torch::empty({x2.size(0), N}, x2.options());
-  gemv_rows<W>(x2.data_ptr<float>(), x2.size(0), K, w, N, scale, zero, out.data_ptr<float>(), false);
-  auto shape = x.sizes().vec();
-  shape.back() = N;
-  return out.view(shape);
+  return over_rows(x, N, [&](const float* xp, int64_t M, int64_t K, float* op) {
+    gemv_rows<W>(xp, M, K, w, N, scale, zero, op, false);
+  });
 }
 
 torch::Tensor gemv_f32(torch::Tensor x, torch::Tensor w) {

@@ -97,7 +97,7 @@ static void gemv_packed(const float* xp, int64_t M, int64_t K, const float* p, i
         else packed_dot<3>(blk, x, K, v);
         for (int64_t j = 0; j < J; ++j) {
           float* y = op + (m + j) * N + b * PACK;
-          for (int r = 0; r < PACK; ++r) y[r] = accumulate ? y[r] + v[j][r] : v[j][r];
+          for (int r = 0; r < PACK; ++r) put(y + r, v[j][r], accumulate);
         }
         m += J;
       }
@@ -108,11 +108,10 @@ static void gemv_packed(const float* xp, int64_t M, int64_t K, const float* p, i
 torch::Tensor gemv_f32_packed(torch::Tensor x, torch::Tensor p) {   // x (M, K) -> (M, N) on pack_rows's layout
   TORCH_CHECK(p.dim() == 3 && p.size(2) == PACK * 8 && x.scalar_type() == at::kFloat && x.dim() == 2 &&
               x.size(1) == p.size(1) * 8, "gemv_f32_packed wants x (M, K) fp32 and a pack_rows weight");
-  auto xc = x.contiguous();
-  auto out = torch::empty({x.size(0), p.size(0) * PACK}, x.options());
-  gemv_packed(xc.data_ptr<float>(), x.size(0), x.size(1), p.data_ptr<float>(), p.size(0) * PACK,
-              out.data_ptr<float>(), false);
-  return out;
+  const int64_t N = p.size(0) * PACK;
+  return over_rows(x, N, [&](const float* xp, int64_t M, int64_t K, float* op) {
+    gemv_packed(xp, M, K, p.data_ptr<float>(), N, op, false);
+  });
 }
 
 """

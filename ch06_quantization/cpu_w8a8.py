@@ -82,13 +82,8 @@ static void w8a8_rows(const float* xp, int64_t M, int64_t K, const int8_t* w, in
         int32_t d0, d1;
         idot2(xq.data() + m * K, w0, w1, K, d0, d1);
         const float y0 = sx[m] * s[n] * float(d0), y1 = two ? sx[m] * s[n + 1] * float(d1) : 0.f;
-        if (accumulate) {
-          op[m * N + n] += y0;
-          if (two) op[m * N + n + 1] += y1;
-        } else {
-          op[m * N + n] = y0;
-          if (two) op[m * N + n + 1] = y1;
-        }
+        put(op + m * N + n, y0, accumulate);
+        if (two) put(op + m * N + n + 1, y1, accumulate);
       }
     }
   });
@@ -99,14 +94,10 @@ torch::Tensor gemv_w8a8(torch::Tensor x, torch::Tensor wq, torch::Tensor sw) {
               "gemv_w8a8 wants fp32 x and a contiguous int8 weight");
   const int64_t K = x.size(-1), N = wq.size(0);
   TORCH_CHECK(wq.size(1) == K, "x has ", K, " features, the weight ", wq.size(1));
-  auto x2 = x.reshape({-1, K}).contiguous();
   auto swf = sw.to(at::kFloat).contiguous();
-  auto out = torch::empty({x2.size(0), N}, x2.options());
-  w8a8_rows(x2.data_ptr<float>(), x2.size(0), K, wq.data_ptr<int8_t>(), N, swf.data_ptr<float>(),
-            out.data_ptr<float>(), false);
-  auto shape = x.sizes().vec();
-  shape.back() = N;
-  return out.view(shape);
+  return over_rows(x, N, [&](const float* xp, int64_t M, int64_t K, float* op) {
+    w8a8_rows(xp, M, K, wq.data_ptr<int8_t>(), N, swf.data_ptr<float>(), op, false);
+  });
 }
 """
 

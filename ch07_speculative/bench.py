@@ -84,7 +84,7 @@ def method_row(name: str, res: SpecResult, wall: float, base_s: float, ref: list
             "c": c, "verify_x": verify_x, "formula_speedup": theory.speedup(alpha, gamma, c)}
 
 
-def choose_gamma(target, rows: list[dict], drafts: dict, own_cache: set[str], context: int, gamma: int,
+def choose_gamma(target, rows: list[dict], drafts: dict, context: int, gamma: int,
                  max_gamma: int) -> tuple[str, int] | None:
     """(draft, gamma) the formula prefers for the fastest draft so far, with this target's measured verify
     costs; None when that is the gamma already measured."""
@@ -190,23 +190,28 @@ def main(argv: list[str] | None = None) -> int:
         res, wall = _timed(lambda: speculative_generate(target, PromptLookupDrafter(), ids, n, args.lookup_gamma))
         c_pl = (res.stats.draft_s / max(res.stats.drafted, 1)) / t_step
         rows.append(method_row("prompt lookup", res, wall, base_s, ref, args.lookup_gamma, c_pl, t_step))
-        drafts = {**{f"self-draft {k}L": self_draft(plain, k, target if kernel == "fused" else None) for k in layers}, **model_drafts}
+        fused_target = target if kernel == "fused" else None
+        drafts = {**{f"self-draft {k}L": self_draft(plain, k, fused_target) for k in layers}, **model_drafts}
         own_cache = {"distilled draft (7.4.3)"}  # its blocks are trained copies: their K/V are not the target's
         if "W8A8 fused C++ draft (ch06)" in drafts:  # the same draft with its own cache and prefill, to compare
             drafts[OWN_CACHE_ROW] = drafts["W8A8 fused C++ draft (ch06)"]
             own_cache.add(OWN_CACHE_ROW)
-        for name, d in drafts.items():
-            c = step_cost(d, context=len(ids), repeats=3) / t_step
-            drafter = ModelDrafter if name in own_cache else SharedCacheDrafter
-            res, wall = _timed(lambda d=d, k=drafter: speculative_generate(target, k(d), ids, n, args.gamma))
-            rows.append(method_row(name, res, wall, base_s, ref, args.gamma, c, t_step))
-        chosen = choose_gamma(target, rows, drafts, own_cache, len(ids), args.gamma, 8 if args.smoke else 10)
+        costs: dict[int, float] = {}  # c per draft object (the own-cache row reuses its twin's)
+
+        def run_draft(name: str, gamma: int, label: str) -> None:
+            d = drafts[name]
+            if id(d) not in costs:
+                costs[id(d)] = step_cost(d, context=len(ids), repeats=3) / t_step
+            drafter = ModelDrafter(d) if name in own_cache else SharedCacheDrafter(d)
+            res, wall = _timed(lambda: speculative_generate(target, drafter, ids, n, gamma))
+            rows.append(method_row(label, res, wall, base_s, ref, gamma, costs[id(d)], t_step))
+
+        for name in drafts:
+            run_draft(name, args.gamma, name)
+        chosen = choose_gamma(target, rows, drafts, len(ids), args.gamma, 8 if args.smoke else 10)
         if chosen:  # 7.4.4: the formula, fed the measured alpha, c and verify costs, picks gamma; measure it
             name, g = chosen
-            drafter = ModelDrafter if name in own_cache else SharedCacheDrafter
-            res, wall = _timed(lambda: speculative_generate(target, drafter(drafts[name]), ids, n, g))
-            c = next(r["c"] for r in rows if r["method"] == name)
-            rows.append(method_row(f"{name}, gamma {g} (formula's choice)", res, wall, base_s, ref, g, c, t_step))
+            run_draft(name, g, f"{name}, gamma {g} (formula's choice)")
         res, wall = _timed(lambda: lookahead_generate(target, ids, n, window=args.gamma))
         rows.append(method_row("lookahead", res, wall, base_s, ref, args.gamma, 0.0, t_step))
         tiny_t, tiny_d = random_tiny_pair(args.seed)
