@@ -43,8 +43,8 @@ def run(smoke: bool) -> dict:
     fl = _part("flash", lambda: flash_attention.run(smoke=smoke), notes)
     mo = _part("moe", lambda: {**moe.compare_routing(256 if smoke else 1024, 256, 512, 8, 2, 2 if smoke else 5),
                                **moe.mixtral_numbers()}, notes)
-    co = _part("compile", lambda: compile_decode.run(smoke=smoke, modes=("default",) if smoke else ("default", "freezing")),
-               notes)
+    modes = ("decompose-mm",) if smoke else ("default", "freezing", "decompose-mm")
+    co = _part("compile", lambda: compile_decode.run(smoke=smoke, modes=modes), notes)
     tr = _part("triton", lambda: triton_ops.run(smoke=smoke), notes)
     cp = _part("cpp", lambda: cpp_op.run(smoke=smoke), notes)
     pd = _part("paged_decode", lambda: {**paged_decode_cpu.compare(4 if smoke else 16, 256 if smoke else 1024),

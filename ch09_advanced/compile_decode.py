@@ -1,6 +1,6 @@
 """torch.compile on the decode step (book 9.3): compile time, speedup, graph breaks, identical tokens, MBU.
 
-    python -m ch09_advanced.compile_decode                 # embedded model, 32 new tokens, default + freezing
+    python -m ch09_advanced.compile_decode                 # embedded model, 32 new tokens, default, freezing, decompose-mm
     python -m ch09_advanced.compile_decode --modes default max-autotune
     python -m ch09_advanced.compile_decode --smoke         # 2 layers of the embedded model, 8 tokens
 
@@ -13,7 +13,11 @@ modules (projections, RoPE, RMSNorm, MLP) and only changes the cache.
 ``reduce-overhead`` adds CUDA graphs (GPU only: on CPU it is the default mode plus bookkeeping);
 ``max-autotune`` benchmarks GEMM/conv templates at compile time (minutes on a 2-core CPU);
 ``freezing`` is the default mode with Inductor's ``freezing`` pass, which treats the weights as
-constants and, on CPU, lays them out for oneDNN once (weight prepacking). The row "eager, prepacked"
+constants and, on CPU, lays them out for oneDNN once (weight prepacking). ``decompose-mm`` is the
+default mode with Inductor's ``decompose_mm_pass``: every matmul with one row of activations (all of
+batch-1 decode, LM head included) becomes ``sum(x[:, :, None] * W.T, dim=-2)``, which Inductor does not
+hand to MKL's sgemv but generates itself, as a vectorised C++ reduction fused with the RMSNorm, RoPE
+and residual adds around it. This is the row where the compiler, not a library, reads the weights. The row "eager, prepacked"
 does the same prepacking by hand with ch05's ``cpu_linear.prepack_linears`` and no compiler, which
 separates what the compiler's fusion buys from what the weight layout buys. The rows with ch06's C++
 kernels show the other way to the memory limit: the GEMV alone (eager, or as a ``torch.library`` op
@@ -128,12 +132,35 @@ def graph_breaks(decoder: StaticDecoder) -> dict:
             "break_reasons": [str(b.reason)[:120] for b in exp.break_reasons]}
 
 
-def compile_step(decoder: StaticDecoder, mode: str):
-    """torch.compile the decoder in ``mode``; 'freezing' = default mode + Inductor's freezing pass."""
+MODES = ("default", "freezing", "decompose-mm", "reduce-overhead", "max-autotune")
+INDUCTOR_ONLY = ("freezing", "decompose-mm")  # our names: torch.compile's default mode plus one Inductor pass
+NO_LIMIT = 1 << 30
+
+
+def configure_inductor(mode: str | None) -> None:
+    """Switch Inductor's passes for ``mode`` (``None``: back to stock). They are process-wide and read
+    when a graph is compiled, which is at the compiled step's first call, not at ``torch.compile``."""
     import torch._inductor.config as inductor_config
+    import torch._inductor.fx_passes.decompose_mem_bound_mm as decompose
 
     inductor_config.freezing = mode == "freezing"
-    return torch.compile(decoder, mode="default" if mode == "freezing" else mode)
+    options = {k: v for k, v in inductor_config.post_grad_fusion_options.items() if k != "decompose_mm_pass"}
+    if mode == "decompose-mm":
+        # The pass's size limits on CPU (one row, at most 2048 columns) would leave the LM head (576 x 49152)
+        # to MKL. They are read from these options when the module is first imported, so the module's copy
+        # is set too; keeping them in the options also keeps them in the key of Inductor's compiled-graph cache.
+        options["decompose_mm_pass"] = {"cpu_max_other_dimension_decomposition": NO_LIMIT}
+        decompose.cpu_max_other_dimension_decomposition = NO_LIMIT
+    else:
+        decompose.cpu_max_other_dimension_decomposition = decompose.CPU_MAX_OTHER_DIMENSION_DECOMPOSITION
+    inductor_config.post_grad_fusion_options = options
+
+
+def compile_step(decoder: StaticDecoder, mode: str):
+    """torch.compile the decoder in ``mode``: one of torch.compile's modes, or ``freezing`` /
+    ``decompose-mm`` (the default mode with that Inductor pass switched on)."""
+    configure_inductor(mode)
+    return torch.compile(decoder, mode="default" if mode in INDUCTOR_ONLY else mode)
 
 
 def load(layers: int | None) -> LlamaModel:
@@ -200,9 +227,7 @@ def run(smoke: bool = False, modes: tuple[str, ...] = ("default",), new_tokens: 
     bw = max(bw_before, measure_read_bandwidth(megabytes=64 if smoke else 256, repeats=3))
     bpt = bytes_per_token(model, decoder)
     fastest = max(r["tok/s"] for r in rows)
-    import torch._inductor.config as inductor_config
-
-    inductor_config.freezing = False
+    configure_inductor(None)
     torch._dynamo.reset()
     breaks = graph_breaks(decoder)
     ours = list(rows)  # torch rows only: the llama.cpp row below is the yardstick, not a mode
@@ -232,9 +257,8 @@ def run(smoke: bool = False, modes: tuple[str, ...] = ("default",), new_tokens: 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser("python -m ch09_advanced.compile_decode", __doc__)
     add_common_args(parser, model=False)
-    parser.add_argument("--modes", nargs="+", default=["default", "freezing"],
-                        choices=["default", "freezing", "reduce-overhead", "max-autotune"],
-                        help="torch.compile modes ('freezing': default + Inductor's weight freezing)")
+    parser.add_argument("--modes", nargs="+", default=["default", "freezing", "decompose-mm"], choices=MODES,
+                        help="torch.compile modes ('freezing' / 'decompose-mm': default + that Inductor pass)")
     parser.add_argument("--new-tokens", type=positive_int, default=32, help="greedy tokens to decode")
     parser.add_argument("--layers", type=positive_int, default=None, help="keep only the first N layers")
     args = parser.parse_args(argv)

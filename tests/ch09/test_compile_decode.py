@@ -53,17 +53,38 @@ def test_prepacked_eager_decoder_gives_the_same_tokens(tiny, tiny_hf_model):
 
 
 @pytest.mark.slow
-def test_freezing_compile_gives_the_same_tokens(tiny):
-    from ch09_advanced.compile_decode import compile_step
+@pytest.mark.parametrize("mode", ["freezing", "decompose-mm"])
+def test_inductor_pass_modes_give_the_same_tokens(tiny, mode):
+    from torch._dynamo.utils import counters
+
+    from ch09_advanced.compile_decode import compile_step, configure_inductor
 
     dec = StaticDecoder(tiny, 12)
     prompt = [5, 17, 99, 3]
     eager = greedy(dec, dec, prompt, 8).tokens
     torch._dynamo.reset()
+    counters.clear()
     try:
-        assert greedy(compile_step(dec, "freezing"), dec, prompt, 8).tokens == eager
+        assert greedy(compile_step(dec, mode), dec, prompt, 8).tokens == eager
+        if mode == "decompose-mm":  # every linear (7 per layer) and the LM head: no matmul left for MKL
+            assert counters["inductor"]["decompose_mm"] == 7 * len(tiny.layers) + 1
     finally:
-        import torch._inductor.config as inductor_config
-
-        inductor_config.freezing = False
+        configure_inductor(None)
         torch._dynamo.reset()
+
+
+def test_configure_inductor_switches_the_pass_on_and_back_off():
+    import torch._inductor.config as inductor_config
+    import torch._inductor.fx_passes.decompose_mem_bound_mm as decompose
+
+    from ch09_advanced.compile_decode import configure_inductor
+
+    try:
+        configure_inductor("decompose-mm")
+        assert "decompose_mm_pass" in inductor_config.post_grad_fusion_options
+        assert decompose.cpu_max_other_dimension_decomposition >= 49152  # the embedded model's LM head
+        assert not inductor_config.freezing
+    finally:
+        configure_inductor(None)
+    assert "decompose_mm_pass" not in inductor_config.post_grad_fusion_options
+    assert decompose.cpu_max_other_dimension_decomposition == decompose.CPU_MAX_OTHER_DIMENSION_DECOMPOSITION
