@@ -2,8 +2,8 @@
 
 import pytest
 
-MODULES = ["flash_attention", "moe", "compile_decode", "triton_ops", "cpp_op", "edge", "multimodal", "bench",
-           "headline"]
+MODULES = ["flash_attention", "moe", "compile_decode", "compile_engine", "triton_ops", "cpp_op", "edge", "multimodal",
+           "bench", "headline"]
 
 
 @pytest.mark.parametrize("name", MODULES)
