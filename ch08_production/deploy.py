@@ -97,12 +97,12 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = make_parser("python -m ch08_production.deploy", __doc__)
     parser.add_argument("--overlay", default="cpu",
-                        help=f"a folder under k8s/ ({', '.join(TREES)}; 'cpu' means overlays/cpu)")
+                        help=f"a folder under k8s/ ({', '.join(TREES)}; 'cpu' means overlays/cpu, and so on)")
     parser.add_argument("--dry-run", default="client", choices=DRY_RUN_MODES,
                         help="client: render+validate offline; server: apply with dryRun=All; none: apply")
     parser.add_argument("--smoke", action="store_true", help="same as the default client dry run (CI)")
     args = parser.parse_args(argv)
-    tree = f"overlays/{args.overlay}" if args.overlay in ("cpu", "gpu") else args.overlay
+    tree = f"overlays/{args.overlay}" if f"overlays/{args.overlay}" in TREES else args.overlay
     try:
         objects = render(tree)
         results = client_dry_run(objects)

@@ -27,7 +27,8 @@ from common.paths import REPO_ROOT
 
 K8S_DIR = REPO_ROOT / "k8s"
 K8S_VERSION = "1.33.0"  # pinned: the oldest minor the major clouds still support in 2026
-TREES = ("overlays/cpu", "overlays/gpu", "addons/prometheus-adapter", "addons/gpu-sharing", "multinode")
+TREES = ("overlays/cpu", "overlays/gpu", "addons/prometheus-adapter", "addons/gpu-sharing", "multinode",
+         "overlays/mixtral")
 CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet")}
 
 
