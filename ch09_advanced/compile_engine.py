@@ -52,7 +52,8 @@ class CompiledMLP(nn.Module):
 
 def use_compiled_mlps(model: nn.Module, on: bool, compiled=None):
     """Swap every layer's MLP for a :class:`CompiledMLP` (``on``) or back; returns the compiled function."""
-    compiled = compiled or torch.compile(swiglu, dynamic=True)
+    if on and compiled is None:
+        compiled = torch.compile(swiglu, dynamic=True)
     for layer in model.layers:
         eager = layer.mlp.mlp if isinstance(layer.mlp, CompiledMLP) else layer.mlp
         layer.mlp = CompiledMLP(eager, compiled) if on else eager
