@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.bench import stamp_dict
 from common.cli import add_common_args, friendly_errors, make_parser, positive_int, seed_everything
 from common.report import emit_json, print_table
 
@@ -103,7 +104,7 @@ def run(requests: int = 16, batch: int = 16, max_output: int = 128, repeats: int
             "engine_compiled_mlp_tok_s": rows["compiled"].median,
             "engine_compile_speedup": rows["compiled"].median / rows["plain"].median,
             "engine_compiled_vs_default": rows["compiled"].median / rows["prepacked"].median,
-            "engine_compile_tokens_identical": same}
+            "engine_compile_tokens_identical": same, "hardware": stamp_dict(dtype="fp32")}
 
 
 def main(argv: list[str] | None = None) -> int:
