@@ -1,6 +1,6 @@
 """torch.compile on the decode step (book 9.3): compile time, speedup, graph breaks, identical tokens, MBU.
 
-    python -m ch09_advanced.compile_decode                 # embedded model, 32 new tokens, default, freezing, decompose-mm
+    python -m ch09_advanced.compile_decode                 # embedded model, 32 tokens: default, freezing, decompose-mm
     python -m ch09_advanced.compile_decode --modes default max-autotune
     python -m ch09_advanced.compile_decode --smoke         # 2 layers of the embedded model, 8 tokens
 
@@ -17,9 +17,11 @@ constants and, on CPU, lays them out for oneDNN once (weight prepacking). ``deco
 default mode with Inductor's ``decompose_mm_pass``: every matmul with one row of activations (all of
 batch-1 decode, LM head included) becomes ``sum(x[:, :, None] * W.T, dim=-2)``, which Inductor does not
 hand to MKL's sgemv but generates itself, as a vectorised C++ reduction fused with the RMSNorm, RoPE
-and residual adds around it. This is the row where the compiler, not a library, reads the weights. The row "eager, prepacked"
-does the same prepacking by hand with ch05's ``cpu_linear.prepack_linears`` and no compiler, which
-separates what the compiler's fusion buys from what the weight layout buys. The rows with ch06's C++
+and residual adds around it: the row where the compiler, not a library, reads the weights.
+
+The row "eager, prepacked" does ``freezing``'s prepacking by hand with ch05's
+``cpu_linear.prepack_linears`` and no compiler, which separates what the compiler's fusion buys from
+what the weight layout buys. The rows with ch06's C++
 kernels show the other way to the memory limit: the GEMV alone (eager, or as a ``torch.library`` op
 inside the compiled graph), and ch06's fused decode step (``cpu_decode.FusedDecoder``), which runs the
 whole step in one native call on weights laid out for one sequential stream per thread, and is the
