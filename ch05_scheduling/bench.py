@@ -43,7 +43,7 @@ from ch05_scheduling.scheduler import Scheduler
 from ch05_scheduling.simulator import simulate
 from ch05_scheduling.vllm_bench import has_vllm, run_vllm
 from ch05_scheduling.workload import TraceRequest, sharegpt_trace
-from common.bench import stamp_dict
+from common.bench import interleaved, stamp_dict
 from common.device import dtype_name
 from common.loader import resolve_model_path
 
@@ -128,9 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         engine.generate([list(trace[0].prompt_token_ids)], None)  # warm-up
         # Interleaved repeats (C S S C C S ...): slow drift in the machine's speed hits both modes alike.
         runs: dict[str, list] = {"continuous": [], "static": []}
-        for i in range(args.repeats):
-            for policy in (("continuous", "static") if i % 2 == 0 else ("static", "continuous")):
-                runs[policy].append(engine_run(engine, trace, policy))
+        for policy in interleaved(("continuous", "static"), args.repeats):
+            runs[policy].append(engine_run(engine, trace, policy))
         cont, cont_seqs, cont_log = median_run(runs["continuous"])
         static, _, static_log = median_run(runs["static"])
         bound = static_bound(trace, seqs_cap)

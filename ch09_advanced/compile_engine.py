@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.bench import stamp_dict
+from common.bench import interleaved, stamp_dict
 from common.cli import add_common_args, friendly_errors, make_parser, positive_int, seed_everything
 from common.report import emit_json, print_table
 
@@ -87,15 +87,13 @@ def run(requests: int = 16, batch: int = 16, max_output: int = 128, repeats: int
     rows = {k: EngineRow(label, [], []) for k, label in (("prepacked", "prepacked linears (engine default)"),
                                                           ("plain", "plain linears"),
                                                           ("compiled", "plain linears, compiled MLP"))}
-    order = list(rows)
-    for i in range(repeats):
-        for key in order if i % 2 == 0 else order[::-1]:  # interleaved: drift hits every row alike
-            engine = packed if key == "prepacked" else plain
-            if engine is plain:
-                use_compiled_mlps(plain.model, key == "compiled", compiled)
-            metrics, seqs, _ = engine_run(engine, trace, "continuous")
-            rows[key].tok_s.append(metrics["throughput_tok_s"])
-            rows[key].tokens = [s.output_token_ids for s in seqs]
+    for key in interleaved(list(rows), repeats):
+        engine = packed if key == "prepacked" else plain
+        if engine is plain:
+            use_compiled_mlps(plain.model, key == "compiled", compiled)
+        metrics, seqs, _ = engine_run(engine, trace, "continuous")
+        rows[key].tok_s.append(metrics["throughput_tok_s"])
+        rows[key].tokens = [s.output_token_ids for s in seqs]
     use_compiled_mlps(plain.model, False)
     same = rows["plain"].tokens == rows["compiled"].tokens == rows["prepacked"].tokens
     return {"_rows": [{"engine": r.label, "tok/s (median)": r.median, "runs": len(r.tok_s)} for r in rows.values()],

@@ -29,7 +29,7 @@ import torch
 
 from ch04_kvcache.paged_attention import build_plan, paged_attention
 from ch04_kvcache.paged_decode_cpu import CPP_SOURCE, build, kernel, make_decode_kernel, random_case
-from common.bench import stamp_dict, time_fn
+from common.bench import interleaved, stamp_dict, time_fn
 from common.cli import add_common_args, friendly_errors, make_parser, seed_everything
 from common.report import emit_json, print_table
 
@@ -74,12 +74,11 @@ def engine_speedup(n: int = 32, max_output: int = 128, max_prompt: int = 1024, b
     build()
     tput: dict[str, list[float]] = {"torch": [], "kernel": []}
     tokens: dict[str, list] = {}
-    for i in range(repeats):
-        for name in (("torch", "kernel") if i % 2 == 0 else ("kernel", "torch")):
-            engine.model.decode_kernel = kernel if name == "kernel" else None
-            metrics, seqs, _ = engine_run(engine, trace, "continuous")
-            tput[name].append(metrics["throughput_tok_s"])
-            tokens[name] = [s.output_token_ids for s in seqs]
+    for name in interleaved(("torch", "kernel"), repeats):
+        engine.model.decode_kernel = kernel if name == "kernel" else None
+        metrics, seqs, _ = engine_run(engine, trace, "continuous")
+        tput[name].append(metrics["throughput_tok_s"])
+        tokens[name] = [s.output_token_ids for s in seqs]
     engine.model.decode_kernel = None
     med = {k: sorted(v)[len(v) // 2] for k, v in tput.items()}
     return {"requests": n, "output_tokens": sum(r.output_len for r in trace), "batch": batch,

@@ -12,7 +12,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -140,6 +140,14 @@ def stamp_dict(**extra: Any) -> dict[str, Any]:
     d = asdict(hardware_stamp())
     d.update(extra)
     return d
+
+
+def interleaved(names: Sequence[str], repeats: int) -> Iterator[str]:
+    """Each name ``repeats`` times in the order A B, B A, A B, ...: slow drift in a shared machine's speed
+    then hits every variant alike (run them in this order and compare medians)."""
+    names = list(names)
+    for i in range(repeats):
+        yield from (names if i % 2 == 0 else names[::-1])
 
 
 def measure_read_bandwidth(device: torch.device | str = "cpu", megabytes: int = 256, repeats: int = 5) -> float:

@@ -79,3 +79,9 @@ def test_save_plot_writes_a_png(tmp_path):
 def test_headline_is_a_plain_message():
     h = report.Headline("ch04", "x", {"k": 1})
     assert json.loads(report.json_line({"h": h.figures}))["h"]["k"] == 1
+
+
+def test_interleaved_alternates_the_order_each_round():
+    assert list(bench.interleaved(("a", "b", "c"), 3)) == ["a", "b", "c", "c", "b", "a", "a", "b", "c"]
+    assert list(bench.interleaved(["x"], 2)) == ["x", "x"]
+    assert list(bench.interleaved(("a", "b"), 0)) == []
