@@ -2,7 +2,10 @@
 
 Shared by chapter 4 (the in-place paged decode operator) and chapter 9 (the fused RMSNorm and how such
 operators are built and measured). :func:`load_cpp` compiles once with g++ and caches the module under
-``common.paths.cache_dir()/torch_extensions/<folder>``; later calls only load it.
+``common.paths.cache_dir()/torch_extensions/<isa>/<folder>``; later calls only load it. ``<isa>`` is
+:func:`common.cpu.isa_fingerprint` and the SIMD level: the builds use ``-march=native``, so a cache made on an
+AVX-512 CPU must never be loaded on an AVX2 one (it would die with "illegal instruction"), and each CPU gets its
+own. ``LLMIC_SIMD=avx2`` or ``scalar`` builds the lower paths in their own folder (:data:`SIMD_CFLAGS`).
 :func:`cpp_toolchain_problem` says, in one sentence, what is missing when a build cannot work here, so
 callers can fall back to torch instead of failing with a compiler traceback.
 
@@ -16,6 +19,7 @@ import shutil
 import sysconfig
 from pathlib import Path
 
+from common.cpu import isa_fingerprint, simd_level
 from common.paths import cache_dir
 
 
@@ -36,8 +40,18 @@ def cpp_toolchain_problem() -> str | None:
     return None
 
 
+# ``-march=native`` turns on every instruction the CPU has; these take some back when ``LLMIC_SIMD`` caps the
+# level (common.cpu), so the kernels' ``#ifdef __AVX2__`` fallbacks are compiled, and tested, on any machine.
+SIMD_CFLAGS = {"avx512": [], "avx2": ["-mno-avx512f"], "scalar": ["-mno-avx2", "-mno-fma", "-mno-avx512f"]}
+
+
+def extension_dir(folder: str) -> Path:
+    """Where the extension ``folder`` is built on this CPU at this SIMD level (see the module doc)."""
+    return cache_dir() / "torch_extensions" / f"{isa_fingerprint()}-{simd_level()}" / folder
+
+
 def load_cpp(name: str, source: str, functions: list[str], folder: str, verbose: bool = False):
-    """``load_inline`` with the book's flags, built once under ``cache_dir()/torch_extensions/<folder>``.
+    """``load_inline`` with the book's flags, built once per CPU under ``cache_dir()/torch_extensions/<isa>/<folder>``.
 
     ``-fopenmp`` matters: ``at::parallel_for`` is a ``#pragma omp parallel`` inside an ATen header, so an
     extension compiled without it runs every "parallel" loop on one thread (measured here: a GEMV over
@@ -46,8 +60,8 @@ def load_cpp(name: str, source: str, functions: list[str], folder: str, verbose:
     """
     from torch.utils.cpp_extension import load_inline
 
-    build_dir = cache_dir() / "torch_extensions" / folder
+    build_dir = extension_dir(folder)
     build_dir.mkdir(parents=True, exist_ok=True)
     return load_inline(name=name, cpp_sources=source, functions=functions,
-                       extra_cflags=["-O3", "-march=native", "-fopenmp"], build_directory=str(build_dir),
+                       extra_cflags=["-O3", "-march=native", *SIMD_CFLAGS[simd_level()], "-fopenmp"], build_directory=str(build_dir),
                        verbose=verbose)
