@@ -13,6 +13,8 @@ VLLM_VERSION := 0.32.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 EXTRAS ?= dev,quant,edge,kernels
 PYTEST_ARGS ?=
+# make test runs the suite on two pytest-xdist workers (vLLM tests grouped on one); PYTEST_WORKERS=0 runs it serially
+PYTEST_WORKERS ?= 2
 EX ?=
 
 .PHONY: help setup model demo test test-fast lint grade vllm-env prometheus llama-cpp bench clean
@@ -36,7 +38,7 @@ demo: setup  ## the guided tour: every chapter's headline, measured on this mach
 
 test: setup vllm-env prometheus  ## set up, lint, and run the whole test suite
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: setup  ## the tests without the slow, vllm and prometheus ones
 	$(PY) -m pytest -m "not slow and not vllm and not prometheus" $(PYTEST_ARGS)

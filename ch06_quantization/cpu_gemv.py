@@ -41,6 +41,17 @@ from common import cpp_ext
 CPP_SOURCE = r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+
+// The SIMD level this build was compiled for (common.cpu.simd_level names the same three).
+std::string simd_path() {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+  return "avx512";
+#elif defined(__AVX2__) && defined(__FMA__)
+  return "avx2";
+#else
+  return "scalar";
+#endif
+}
 #ifdef __AVX2__
 #include <immintrin.h>
 // Software prefetch this many bytes ahead of each weight row being read. The hardware prefetcher alone
@@ -190,7 +201,7 @@ torch::Tensor gemv_u8(torch::Tensor x, torch::Tensor q, torch::Tensor scale, tor
 }
 """
 
-FUNCTIONS = ["gemv_f32", "gemv_u8"]
+FUNCTIONS = ["simd_path", "gemv_f32", "gemv_u8"]
 
 
 def _module():

@@ -12,6 +12,14 @@ from ch06_quantization.cpu_gemv import GemvLinear, gemv_problem, main, use_gemv
 pytestmark = pytest.mark.skipif(gemv_problem() is not None, reason=f"no C++ toolchain: {gemv_problem()}")
 
 
+def test_the_extension_was_built_for_this_simd_level():
+    """The build flags follow common.cpu.simd_level (LLMIC_SIMD caps it): the kernels below run that path."""
+    from ch06_quantization.cpu_kernels import module
+    from common.cpu import simd_level
+
+    assert module().simd_path() == simd_level()
+
+
 def _linear(out_f: int, in_f: int, bias: bool = False) -> nn.Linear:
     torch.manual_seed(0)
     return nn.Linear(in_f, out_f, bias=bias).eval()

@@ -1,0 +1,44 @@
+"""ch06's C++ kernels on every SIMD level below this CPU's: the same equality tests, rebuilt with ``LLMIC_SIMD``.
+
+The native build (``-march=native``) is what the other kernel tests run. A reader's CPU may have less: an AVX2
+machine compiles the AVX2 intrinsics without the AVX-512 code the compiler would add here, and a CPU without
+AVX2 runs the scalar loops. Each lower level is built in its own folder (``common.cpp_ext.SIMD_CFLAGS``) and
+the kernels' equality tests run against it in a child process, so no path depends on which CPU ran CI.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ch06_quantization.cpu_gemv import gemv_problem
+from common.cpu import LEVELS, SIMD_ENV, native_simd_level
+
+REPO = Path(__file__).resolve().parents[2]
+EQUALITY_TESTS = [
+    "tests/ch06/test_cpu_gemv.py::test_the_extension_was_built_for_this_simd_level",
+    "tests/ch06/test_cpu_gemv.py::test_fp32_kernel_equals_f_linear",
+    "tests/ch06/test_cpu_gemv.py::test_int8_kernel_equals_f_linear_on_the_dequantized_weight",
+    "tests/ch06/test_cpu_w8a8.py::test_kernel_equals_the_integer_reference",
+    "tests/ch06/test_cpu_packed.py::test_packed_gemv_equals_f_linear",
+    "tests/ch06/test_cpu_decode.py::test_fused_step_equals_the_model",
+]
+LOWER = LEVELS[: LEVELS.index(native_simd_level())]
+
+pytestmark = pytest.mark.skipif(gemv_problem() is not None, reason=f"no C++ toolchain: {gemv_problem()}")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LOWER, reason="this CPU has no SIMD level below the scalar one")
+@pytest.mark.parametrize("level", LOWER)
+def test_kernels_equal_their_references_when_built_for_a_lower_level(level):
+    env = dict(os.environ, **{SIMD_ENV: level})
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=0",
+                           *EQUALITY_TESTS], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    tail = proc.stdout[-3000:]
+    assert proc.returncode == 0, tail
+    assert " passed" in tail and "skipped" not in tail.splitlines()[-1], tail
