@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with friendly_errors():
         config = ModelConfig.from_dict(load_config(None))
-        n, max_tokens = (4, 8) if args.smoke else (args.requests, args.max_tokens)
+        n, max_tokens = (4, 32) if args.smoke else (args.requests, args.max_tokens)  # long enough to be polled
         prompts, _ = workload_prompts(n, args.seed)
         server, log_tokens = None, None
         try:
