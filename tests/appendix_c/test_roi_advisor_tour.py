@@ -57,3 +57,20 @@ def test_tour_reports_a_missing_chapter_and_survives_a_failing_one(monkeypatch):
     monkeypatch.setattr(tour.importlib, "import_module", lambda name: Boom)
     line = tour.run_chapter("chY", "whatever", smoke=True)
     assert line.status == "failed" and "kaputt" in line.text
+
+
+def test_codegen_case_reads_the_measured_gptq_bytes_from_the_reference_report():
+    """C.5.3 uses the row name compare writes; without a measurement it says so instead of passing off 0.25."""
+    import json
+    from pathlib import Path
+
+    from appendix_c_benchmarks.roi_cases import code_generation_quantization
+
+    ref = Path(__file__).resolve().parents[2] / "reports/reference/cpu-2c-amd-epyc/results.json"
+    results = json.loads(ref.read_text())["benchmarks"]
+    methods = results["ch06_quantization"]["data"]["methods"]
+    measured = methods["int4 g64 GPTQ"]["weight_bytes"] / methods["bf16"]["weight_bytes"]
+    case = code_generation_quantization(results)
+    assert case.inputs["weight_bytes_ratio"] == measured and abs(measured - 0.25) > 0.1  # 0.64 on this model
+    assert "measured here" in case.measured_basis
+    assert "not measured" in code_generation_quantization({}).measured_basis
