@@ -9,7 +9,7 @@ poll ``/metrics`` while they run. From vLLM we read
 * its KV capacity: ``num_gpu_blocks`` and ``block_size`` from ``vllm:cache_config_info`` and the
   "KV cache size: N tokens" line of its log, checked against the formula
   ``floor(space / (2 x layers x kv_heads x head_dim x dtype bytes x block_size)) x block_size``
-  (DESIGN.md section 5: 23,296 tokens in fp32 for 1 GiB);
+  (ARCHITECTURE.md §5: 23,296 tokens in fp32 for 1 GiB);
 * the peak of ``vllm:kv_cache_usage_perc`` (= 1 - free blocks / (num_gpu_blocks - 1); vLLM keeps one
   null block) and ``vllm:prefix_cache_hits`` / ``queries`` (tokens).
 

@@ -15,11 +15,12 @@ Everything that is not quantized is saved as well (fp32 by default so our reload
 ``dtype=torch.float16`` to ship), plus the tokenizer. :func:`load_quantized` rebuilds ch04's
 ``LlamaModel`` with :class:`~ch06_quantization.rtn.QuantLinear` layers from either format.
 
-Who loads what (vLLM 0.32; DESIGN.md section 5 for the CPU column):
+Who loads what (vLLM 0.32; ARCHITECTURE.md §5 for the CPU column):
 vLLM-CPU: GPTQ 4-bit *symmetric* (8-bit and asymmetric are rejected), AWQ GEMM, compressed-tensors
 W4A16/W8A8; weight dims must be multiples of 32 and the group size even. Measured here: on a CPU with
 AVX2 only the checkpoint loads but the first forward fails (``cpu_gemm_wna16`` exists only in vLLM's
-``_C_AVX512`` build), so the ``vllm`` test runs on AVX-512 machines and skips with that reason here. vLLM-GPU: GPTQ 4/8-bit sym and
+``_C_AVX512`` build), so the ``vllm`` test skips there with that reason; with AVX-512 it loads and runs
+in bf16 (its kernel takes no fp32 activations; ``vllm_cpu_support.py`` decides from the flags). vLLM-GPU: GPTQ 4/8-bit sym and
 asym (Marlin/ExLlama kernels), AWQ (Marlin), compressed-tensors. ``transformers``: GPTQ through
 gptqmodel/optimum and AWQ through autoawq -- GPU kernels; neither installs here.
 

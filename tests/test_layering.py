@@ -1,4 +1,4 @@
-"""DESIGN.md §2: book order is dependency order. common imports no chapter; a chapter imports only
+"""ARCHITECTURE.md §2: book order is dependency order. common imports no chapter; a chapter imports only
 common and earlier chapters. Checked by parsing every import in the tree."""
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def test_memory_vs_length_measures_the_real_paged_cache():
 def test_longest_context_matches_design_numbers():
     cfg = ModelConfig.from_dict(load_config("smollm2-135m"))
     assert cfg.kv_bytes_per_token(4) == 2 * 30 * 3 * 64 * 4
-    assert longest_context(cfg, 2**30, 4, block_size=128) == 23_296   # DESIGN.md §5, vLLM-CPU fp32
+    assert longest_context(cfg, 2**30, 4, block_size=128) == 23_296   # ARCHITECTURE.md §5, vLLM-CPU fp32
     assert longest_context(cfg, 2**30, 2, block_size=128) == 46_592
     rows = {r["model"]: r for r in context_rows(1.0)}
     assert rows["llama-3-8b"]["tokens bf16"] == 8192                   # 128 KiB/token

@@ -82,7 +82,7 @@ def test_vllm_kv_capacity_and_usage_match_our_block_manager(vllm_server, capsys)
     out = capsys.readouterr().out
     fig = parse_json_line(out)
     assert fig["vllm_block_size"] == 128
-    assert abs(fig["vllm_capacity_tokens"] - 23_296) <= 0.02 * 23_296      # DESIGN.md §5, within 2%
+    assert abs(fig["vllm_capacity_tokens"] - 23_296) <= 0.02 * 23_296      # ARCHITECTURE.md §5, within 2%
     assert fig["capacity_error_pct"] <= 2
     # our BlockManager with vLLM's geometry predicts its usage (polling may miss one block per request)
     # and its prefix-cache hits exactly
