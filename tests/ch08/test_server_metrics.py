@@ -65,11 +65,13 @@ def test_cost_meter_shares_time_between_concurrent_requests():
 
 def test_json_log_lines_carry_fields():
     buf = io.StringIO()
+    before = logging.getLogger("ch08_production")
+    saved = (list(before.handlers), before.level, before.propagate)
     logger = setup_logging("info", True, stream=buf)
     try:
         log(logger, logging.INFO, "request finished", request_id="req-1", trace_id="ab" * 16)
-    finally:
-        logger.handlers.clear()
+    finally:  # leave the logger as other tests (caplog) expect it: setup_logging stops propagation
+        logger.handlers[:], logger.level, logger.propagate = saved
     line = json.loads(buf.getvalue().strip())
     assert line["msg"] == "request finished" and line["request_id"] == "req-1" and line["level"] == "info"
     assert line["ts"].endswith("Z")

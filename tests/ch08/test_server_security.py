@@ -105,9 +105,14 @@ def test_redaction_masks_personal_data():
 def test_prompts_are_not_logged_unless_enabled_then_redacted(serve, fake_backend_cls, embedded_tokenizer, caplog,
                                                              log_prompts):
     srv = serve(fake_backend_cls(embedded_tokenizer), log_prompts=log_prompts)
-    with caplog.at_level(logging.INFO, logger="ch08_production"):
-        r = _post(srv.url, "none", prompt="my secret is alice@corp.example")
-        assert r.status_code == 200
+    logger = logging.getLogger("ch08_production")
+    logger.addHandler(caplog.handler)  # directly: the server's own setup_logging may stop propagation
+    try:
+        with caplog.at_level(logging.INFO, logger="ch08_production"):
+            r = _post(srv.url, "none", prompt="my secret is alice@corp.example")
+            assert r.status_code == 200
+    finally:
+        logger.removeHandler(caplog.handler)
     records = [rec for rec in caplog.records if rec.getMessage() == "request finished"]
     assert records, "the request log line is missing"
     dumped = " ".join(str(getattr(rec, "fields", {})) for rec in caplog.records)
