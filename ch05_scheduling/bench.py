@@ -48,12 +48,13 @@ from common.device import dtype_name
 from common.loader import resolve_model_path
 
 
-def engine_run(engine: LLMEngine, trace: list[TraceRequest], policy: str) -> tuple[dict, list, list]:
+def engine_run(engine: LLMEngine, trace: list[TraceRequest], policy: str,
+               skip_idle: bool = False) -> tuple[dict, list, list]:
     # a fresh scheduler (and block manager): the second run must not hit the first run's prefix cache
     engine.scheduler = Scheduler(engine.config.scheduler_config(engine.scheduler.config.num_blocks),
                                  make_policy(policy))
     engine.step_log.clear()
-    seqs = replay(engine, trace)
+    seqs = replay(engine, trace, skip_idle=skip_idle)
     return summarize_requests(seqs), seqs, list(engine.step_log)
 
 

@@ -9,7 +9,8 @@ import pytest
 from common.report import parse_json_line
 
 MODULES = ["sequence", "policies", "scheduler", "model_runner", "engine", "async_engine", "cost_model", "workload",
-           "metrics", "simulator", "timeline", "replay", "calibrate", "bench", "tune", "headline", "basic_inference",
+           "metrics", "simulator", "timeline", "replay", "calibrate", "bench", "rate_at_slo", "tune", "headline",
+           "basic_inference",
            "vllm_bench"]
 
 
@@ -67,6 +68,8 @@ def test_headline_smoke_is_measured_and_consistent():
     h = headline(smoke=True)
     assert h.chapter == "ch05" and h.figures["outputs_identical"] is True
     assert f"{h.figures['continuous_vs_static']:.2f}x" in h.text
+    ratio = h.figures["continuous_vs_static_rate_at_slo"]  # the headline figure is the one the text states
+    assert (f"{ratio:.1f}x the request rate" in h.text) if ratio else ("static batching met none" in h.text)
 
 
 @pytest.mark.slow
