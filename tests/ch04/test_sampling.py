@@ -122,3 +122,10 @@ def test_logprobs_of_greedy_tokens_match_the_models_log_softmax(tiny_model):
         assert lp.token_id == tok and lp.rank == 1 and lp.top[0][0] == tok
         assert lp.logprob == pytest.approx(float(row.max()), abs=1e-3)
         assert [v for _, v in lp.top] == pytest.approx(row.topk(4).values.tolist(), abs=1e-3)
+
+
+def test_the_module_demo_runs(capsys):
+    from ch04_kvcache.sampling import main
+
+    assert main([]) == 0
+    assert "after penalties" in capsys.readouterr().out

@@ -101,6 +101,18 @@ def test_penalties_min_p_top_k_are_computed_by_the_engine(engine_client, tiny_en
     assert any(changed)  # a penalty changed what greedy decoding picks: it is applied, not ignored
 
 
+def test_stop_string_kept_with_include_stop_str_in_output(engine_client):
+    kw = dict(model="tiny", prompt="Once upon a time", max_tokens=12, temperature=0)
+    plain = engine_client.completions.create(**kw).choices[0].text
+    stop = plain[3:5]
+    assert len(stop) == 2, plain
+    at = plain.find(stop)
+    cut = engine_client.completions.create(stop=[stop], **kw).choices[0]
+    kept = engine_client.completions.create(stop=[stop], extra_body={"include_stop_str_in_output": True}, **kw)
+    assert cut.text == plain[:at] and cut.finish_reason == "stop"
+    assert kept.choices[0].text == plain[:at + len(stop)]
+
+
 def test_content_parts_and_developer_role(engine_client):
     def text(messages):
         r = engine_client.chat.completions.create(model="tiny", messages=messages, max_tokens=6, temperature=0)
