@@ -206,13 +206,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
     parser.add_argument("--top-k", type=int, default=0, help="0 = off")
+    parser.add_argument("--min-p", type=float, default=0.0, help="0 = off")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off (vLLM's definition)")
+    parser.add_argument("--presence-penalty", type=float, default=0.0, help="0 = off")
+    parser.add_argument("--frequency-penalty", type=float, default=0.0, help="0 = off")
     args = parser.parse_args(argv)
     with friendly_errors():
+        params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
+                                seed=args.seed, repetition_penalty=args.repetition_penalty,
+                                presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty)
         model = model_from_args(args)
         tok = load_tokenizer(args.model)
         res = generate(model, chat_ids(tok, args.prompt), 8 if args.smoke else args.max_new_tokens,
-                       cache=args.cache, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                       seed=args.seed)
+                       cache=args.cache, params=params)
         print(tok.decode(res.token_ids, skip_special_tokens=True))
         t = res.timings
         print(f"[{args.cache}] prompt {res.prompt_len} tokens, {len(res.token_ids)} new ({res.finish_reason}); "

@@ -1,4 +1,5 @@
-"""Sampling: the one ``SamplingParams`` and the one sampler every engine in this repository uses (book 4.1).
+"""Sampling: the one ``SamplingParams`` and the one sampler every engine in this repository uses (the
+sampling step of book 4.2's generation loop).
 
 ch04's ``generate`` introduces sampling; ch05's engine samples a whole batch with it, ch08's backends
 build their parameters from it. Everything about how a token is picked lives here, in vLLM V1's order:
