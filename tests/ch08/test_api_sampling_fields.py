@@ -73,6 +73,27 @@ def test_completion_logprobs_legacy_shape(engine_client):
     assert offsets == lp.text_offset
 
 
+def test_served_logprobs_are_the_models_log_softmax(engine_client, tiny_engine_server):
+    """Greedy tokens' logprobs from the server = log_softmax of the server's own model over prompt + output."""
+    import torch
+
+    from ch05_scheduling.engine import LLMEngine
+
+    backend = tiny_engine_server.state.backend
+    tok, model = backend.tokenizer, backend.engine.model
+    prompt = "1 2 3 4"
+    ids = tok(prompt)["input_ids"]
+    r = engine_client.completions.create(model="tiny", prompt=prompt, max_tokens=5, temperature=0, logprobs=3)
+    out = LLMEngine(backend.engine.config, model=model, tokenizer=tok).generate(
+        [ids], SamplingParams(max_tokens=5))[0].token_ids
+    assert len(out) == len(r.choices[0].logprobs.token_logprobs)
+    with torch.inference_mode():
+        lp = model(torch.tensor([ids + out]))[0].float().log_softmax(-1)[len(ids) - 1:-1]
+    assert r.choices[0].logprobs.token_logprobs == pytest.approx(lp.max(-1).values.tolist(), abs=1e-3)
+    assert r.choices[0].logprobs.token_logprobs == pytest.approx(lp.gather(1, torch.tensor(out)[:, None])[:, 0]
+                                                                 .tolist(), abs=1e-3)
+
+
 def test_penalties_min_p_top_k_are_computed_by_the_engine(engine_client, tiny_engine_server):
     """The served text equals ch05's engine called directly with the same SamplingParams (the server's model)."""
     from ch05_scheduling.engine import LLMEngine
