@@ -7,7 +7,9 @@ Book sections: 5.3 Continuous Batching, 5.4.1 请求生命周期管理, 5.4.3 �
 
 One :meth:`LLMEngine.step` asks the :class:`Scheduler` what to run, lets the :class:`ModelRunner` run it,
 then feeds the sampled tokens back, detokenizes, applies stop strings and frees what finished (nano-vllm's
-loop; vLLM's split into dataclass messages). Every step's shape and wall time is kept in
+loop; vLLM's split into dataclass messages). Requests sample with ch04's ``SamplingParams`` (penalties,
+min_p, seeds, logprobs: see ``model_runner.py``); a :class:`RequestOutput` carries the request's
+``logprobs`` when it asked for them. Every step's shape and wall time is kept in
 ``engine.step_log`` for ``calibrate.py``. The async streaming API for a server is in ``async_engine.py``.
 
     python -m ch05_scheduling.engine --smoke          # a few chat prompts through the engine
