@@ -8,7 +8,10 @@ step per new token, with one of four caches:
 * ``"paged"``: ``PagedKVCache`` + ``forward_batch`` with one sequence, blocks handed out as it grows (4.3.2);
 * ``"int8"``: ``Int8KVCache``, INT8 K/V with per-token, per-head scales (4.4.4).
 
-Greedy decoding (temperature 0) gives identical tokens with every cache; ``tests/ch04`` proves it.
+Greedy decoding (temperature 0) gives identical tokens with every cache; ``tests/ch04`` proves it. Tokens
+are picked by :func:`ch04_kvcache.sampling.sample_next` (temperature, top-k/top-p/min-p, penalties,
+logprobs), the same sampler ch05's engine and ch08's server use; pass ``params=SamplingParams(...)`` for
+the full set, or the ``temperature``/``top_p``/``top_k``/``seed`` shortcuts.
 
     python -m ch04_kvcache.generate --cache paged --prompt "Name three primary colors."
 """
@@ -26,6 +29,7 @@ from ch04_kvcache.kv_cache import ContiguousKVCache
 from ch04_kvcache.model import LlamaModel
 from ch04_kvcache.paged_attention import AttentionMetadata
 from ch04_kvcache.paged_cache import PagedKVCache
+from ch04_kvcache.sampling import SamplingParams, TokenLogprob, sample_next
 from common.device import synchronize
 
 CACHE_KINDS = ("none", "contiguous", "paged", "int8")
@@ -51,24 +55,7 @@ class GenerationResult:
     finish_reason: str  # "length" | "stop"
     timings: GenerationTimings = field(default_factory=GenerationTimings)
     cache_nbytes: int = 0  # bytes the cache reserved (0 without a cache)
-
-
-def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
-                generator: torch.Generator | None = None) -> int:
-    """One token id from logits (V,): argmax at temperature 0, else top-k / top-p (nucleus) sampling."""
-    if temperature <= 0:
-        return int(torch.argmax(logits))
-    logits = logits.float() / temperature
-    if top_k > 0:
-        kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        probs = sorted_logits.softmax(-1)
-        drop = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix whose mass reaches top_p
-        logits = logits.scatter(0, order, sorted_logits.masked_fill(drop, float("-inf")))
-    probs = logits.softmax(-1)
-    return int(torch.multinomial(probs.to(torch.float32).cpu(), 1, generator=generator))
+    logprobs: list[TokenLogprob] | None = None  # one per new token when SamplingParams.logprobs is set
 
 
 class Stepper:
@@ -150,8 +137,13 @@ def make_stepper(model: LlamaModel, cache: str, max_tokens: int, block_size: int
 @torch.inference_mode()
 def generate(model: LlamaModel, prompt_ids: Sequence[int], max_new_tokens: int, cache: str = "contiguous",
              temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
-             eos_token_id: int | Sequence[int] | None = CONFIG_EOS, block_size: int = 16) -> GenerationResult:
-    """Generate up to ``max_new_tokens`` after ``prompt_ids`` with the chosen cache (see module doc)."""
+             eos_token_id: int | Sequence[int] | None = CONFIG_EOS, block_size: int = 16,
+             params: SamplingParams | None = None) -> GenerationResult:
+    """Generate up to ``max_new_tokens`` after ``prompt_ids`` with the chosen cache (see module doc).
+
+    ``params`` (when given) replaces ``temperature``/``top_p``/``top_k``/``seed``; its ``max_tokens`` and
+    stop strings are not used here (``max_new_tokens`` and ``eos_token_id`` are).
+    """
     if not prompt_ids:
         raise ValueError("the prompt needs at least one token")
     if max_new_tokens < 1:
@@ -162,22 +154,29 @@ def generate(model: LlamaModel, prompt_ids: Sequence[int], max_new_tokens: int, 
         stop = set()
     else:
         stop = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
+    if params is None:
+        params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
     gen = None
-    if seed is not None:
-        gen = torch.Generator().manual_seed(seed)
+    if params.seed is not None:
+        gen = torch.Generator().manual_seed(params.seed)
+    prompt = list(prompt_ids)
     stepper = make_stepper(model, cache, len(prompt_ids) + max_new_tokens, block_size)
     run = stepper.step
     timings = GenerationTimings()
     out: list[int] = []
+    logprobs: list[TokenLogprob] | None = None if params.logprobs is None else []
     finish = "length"
     t0 = time.perf_counter()
-    logits = run(list(prompt_ids))
-    nxt = sample_next(logits, temperature, top_p, top_k, gen)
+    logits = run(prompt)
+    s = sample_next(logits, params, gen, prompt, out)
     synchronize(model.device)
     timings.prefill_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     while True:
+        nxt = s.token_id
         out.append(nxt)
+        if logprobs is not None:
+            logprobs.append(s.logprob)
         if nxt in stop:
             finish = "stop"
             break
@@ -185,12 +184,12 @@ def generate(model: LlamaModel, prompt_ids: Sequence[int], max_new_tokens: int, 
             break
         ts = time.perf_counter()
         logits = run([nxt])
-        nxt = sample_next(logits, temperature, top_p, top_k, gen)
+        s = sample_next(logits, params, gen, prompt, out)
         timings.step_s.append(time.perf_counter() - ts)
         timings.decode_steps += 1
     synchronize(model.device)
     timings.decode_s = time.perf_counter() - t0
-    return GenerationResult(out, len(prompt_ids), finish, timings, stepper.nbytes)
+    return GenerationResult(out, len(prompt_ids), finish, timings, stepper.nbytes, logprobs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,13 +206,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
     parser.add_argument("--top-k", type=int, default=0, help="0 = off")
+    parser.add_argument("--min-p", type=float, default=0.0, help="0 = off")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off (vLLM's definition)")
+    parser.add_argument("--presence-penalty", type=float, default=0.0, help="0 = off")
+    parser.add_argument("--frequency-penalty", type=float, default=0.0, help="0 = off")
     args = parser.parse_args(argv)
     with friendly_errors():
+        params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
+                                seed=args.seed, repetition_penalty=args.repetition_penalty,
+                                presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty)
         model = model_from_args(args)
         tok = load_tokenizer(args.model)
         res = generate(model, chat_ids(tok, args.prompt), 8 if args.smoke else args.max_new_tokens,
-                       cache=args.cache, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                       seed=args.seed)
+                       cache=args.cache, params=params)
         print(tok.decode(res.token_ids, skip_special_tokens=True))
         t = res.timings
         print(f"[{args.cache}] prompt {res.prompt_len} tokens, {len(res.token_ids)} new ({res.finish_reason}); "

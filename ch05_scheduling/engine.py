@@ -7,7 +7,9 @@ Book sections: 5.3 Continuous Batching, 5.4.1 请求生命周期管理, 5.4.3 �
 
 One :meth:`LLMEngine.step` asks the :class:`Scheduler` what to run, lets the :class:`ModelRunner` run it,
 then feeds the sampled tokens back, detokenizes, applies stop strings and frees what finished (nano-vllm's
-loop; vLLM's split into dataclass messages). Every step's shape and wall time is kept in
+loop; vLLM's split into dataclass messages). Requests sample with ch04's ``SamplingParams`` (penalties,
+min_p, seeds, logprobs: see ``model_runner.py``); a :class:`RequestOutput` carries the request's
+``logprobs`` when it asked for them. Every step's shape and wall time is kept in
 ``engine.step_log`` for ``calibrate.py``. The async streaming API for a server is in ``async_engine.py``.
 
     python -m ch05_scheduling.engine --smoke          # a few chat prompts through the engine
@@ -30,7 +32,7 @@ from ch05_scheduling.cpu_linear import PackedLinear, can_prepack, prepack_linear
 from ch05_scheduling.model_runner import ModelRunner
 from ch05_scheduling.policies import Policy, make_policy
 from ch05_scheduling.scheduler import Scheduler, SchedulerConfig
-from ch05_scheduling.sequence import FinishReason, SamplingParams, Sequence
+from ch05_scheduling.sequence import FinishReason, SamplingParams, Sequence, TokenLogprob
 from common.cli import UsageError
 from common.device import pick_device, pick_dtype
 from common.loader import EMBEDDED
@@ -109,6 +111,9 @@ class RequestOutput:
     arrival_time: float = 0.0
     first_token_time: float | None = None
     finish_time: float | None = None
+    # per output token (raw-model logprob, rank, top-k), only when SamplingParams.logprobs is set
+    logprobs: list[TokenLogprob] | None = None
+    new_logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass
@@ -203,11 +208,11 @@ class LLMEngine:
         out = self.scheduler.schedule(t0)
         if out.is_empty:
             return []
-        sampled = self.runner.execute(out)
+        res = self.runner.execute(out)
         if self.model.device.type == "cuda":
             torch.cuda.synchronize()
         now = self.clock()
-        self.scheduler.update(out, sampled, now)
+        self.scheduler.update(out, res.sampled, now, res.logprobs)
         results = []
         for s in out.scheduled:
             if s.sample:
@@ -223,7 +228,7 @@ class LLMEngine:
             for stop in seq.params.stop:
                 at = text.find(stop)
                 if at >= 0:
-                    seq.output_text = text[:at]
+                    seq.output_text = text[:at + len(stop) if seq.params.include_stop_str_in_output else at]
                     self._detok[rid].stopped = True
                     if not seq.is_finished:
                         self.scheduler.finish(rid, FinishReason.STOP, now)
@@ -241,6 +246,9 @@ class LLMEngine:
                 text = d.emitted_text          # an incomplete UTF-8 character: wait for the next token
             seq.output_text = text
         new_ids = seq.output_token_ids[d.emitted_tokens:]
+        lps = new_lps = None
+        if seq.params.logprobs is not None:
+            lps, new_lps = list(seq.output_logprobs), seq.output_logprobs[d.emitted_tokens:]
         new_text = text[len(d.emitted_text):] if text.startswith(d.emitted_text) else text
         d.emitted_tokens, d.emitted_text = seq.num_output_tokens, text
         if seq.is_finished:
@@ -249,7 +257,7 @@ class LLMEngine:
         return RequestOutput(seq.seq_id, list(seq.prompt_token_ids), list(seq.output_token_ids), text, new_ids,
                              new_text, seq.is_finished, seq.finish_reason.value if seq.finish_reason else None,
                              seq.num_cached_tokens, seq.num_preemptions, seq.arrival_time, seq.first_token_time,
-                             seq.finish_time)
+                             seq.finish_time, lps, new_lps)
 
     # ------------------------------------------------------------------ offline API
     def generate(self, prompts: Seq[str | Seq[int]], params: SamplingParams | Seq[SamplingParams] | None = None,

@@ -6,24 +6,26 @@ flattened forward), 5.4.3 迭代级调度.
 Every scheduled sequence contributes its new tokens to one flat batch of N tokens (no padding); the
 :class:`AttentionMetadata` of ch04 says which rows belong to whom, where each new token's K/V go
 (``slot_mapping``) and which blocks hold each context. Only sequences whose step reaches their end are
-projected to the vocabulary (``logits_indices``): a partial prefill chunk needs no logits. Sampling is
-per request (temperature, top-p, top-k) with ch04's :func:`sample_next`; a request with a ``seed`` owns a
-``torch.Generator`` seeded once, so its tokens are the ones ch04's ``generate(seed=...)`` draws, whatever it
-is batched with.
+projected to the vocabulary (``logits_indices``): a partial prefill chunk needs no logits. The L rows are
+sampled together by ch04's :func:`~ch04_kvcache.sampling.sample_batch`, each with its own
+:class:`SamplingParams` (temperature, top-k/top-p/min-p, penalties over its own prompt and output,
+logprobs); a request with a ``seed`` owns a ``torch.Generator`` seeded once, so its tokens are the ones
+ch04's ``generate(seed=...)`` draws, whatever it is batched with. :meth:`ModelRunner.execute` returns a
+:class:`RunnerOutput` message: the sampled token of each request and, where asked for, its logprobs.
 
 ``python -m ch05_scheduling.model_runner --smoke`` runs one mixed prefill+decode batch on a tiny model.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from ch04_kvcache.generate import sample_next
 from ch04_kvcache.model import LlamaModel
 from ch04_kvcache.paged_attention import AttentionMetadata
 from ch04_kvcache.paged_cache import PagedKVCache
+from ch04_kvcache.sampling import TokenLogprob, sample_batch
 from ch05_scheduling.scheduler import SchedulerOutput
 
 
@@ -35,6 +37,15 @@ class ModelInput:
     positions: torch.Tensor      # (N,) long
     meta: AttentionMetadata
     sample_ids: list[int]        # seq ids of the L sampled rows, in logits order
+
+
+@dataclass(slots=True)
+class RunnerOutput:
+    """What one step produced: ``{seq_id: token}`` for the sequences that sampled, and the logprobs of
+    those that asked for them."""
+
+    sampled: dict[int, int] = field(default_factory=dict)
+    logprobs: dict[int, TokenLogprob] = field(default_factory=dict)
 
 
 class ModelRunner:
@@ -72,27 +83,28 @@ class ModelRunner:
                           torch.tensor(pos, dtype=torch.long, device=dev), meta, sample_ids)
 
     @torch.inference_mode()
-    def execute(self, out: SchedulerOutput) -> dict[int, int]:
-        """Run one step; return ``{seq_id: sampled token}`` for the sequences that reached their end."""
+    def execute(self, out: SchedulerOutput) -> RunnerOutput:
+        """Run one step; sample the sequences that reached their end (see :class:`RunnerOutput`)."""
         if out.is_empty:
-            return {}
+            return RunnerOutput()
         for cow in out.copies:
             self.cache.copy_block(cow.src, cow.dst)
         inp = self.prepare(out)
         logits = self.model.forward_batch(inp.input_ids, inp.positions, self.cache, inp.meta)  # (L, V)
-        params = {s.seq_id: s.params for s in out.scheduled if s.sample}
-        sampled: dict[int, int] = {}
-        greedy_rows = [i for i, sid in enumerate(inp.sample_ids) if params[sid].greedy]
-        if greedy_rows:
-            best = logits[greedy_rows].argmax(dim=-1).tolist()   # one argmax for the whole greedy group
-            for row, tok in zip(greedy_rows, best, strict=True):
-                sampled[inp.sample_ids[row]] = tok
-        for row, sid in enumerate(inp.sample_ids):
-            p = params[sid]
-            if p.greedy:
-                continue
-            sampled[sid] = sample_next(logits[row], p.temperature, p.top_p, p.top_k, self._generator(sid, p.seed))
-        return sampled
+        rows = {s.seq_id: s for s in out.scheduled if s.sample}
+        seqs = [rows[sid] for sid in inp.sample_ids]
+        params = [s.params for s in seqs]
+        if all(p.greedy and not p.has_penalties and p.logprobs is None for p in params):
+            best = logits.argmax(dim=-1).tolist()   # the common case: one argmax for the whole batch
+            return RunnerOutput(dict(zip(inp.sample_ids, best, strict=True)))
+        samples = sample_batch(logits, params, [self._generator(s.seq_id, s.params.seed) for s in seqs],
+                               [s.prompt_token_ids for s in seqs], [s.output_token_ids for s in seqs])
+        res = RunnerOutput()
+        for sid, smp in zip(inp.sample_ids, samples, strict=True):
+            res.sampled[sid] = smp.token_id
+            if smp.logprob is not None:
+                res.logprobs[sid] = smp.logprob
+        return res
 
     def _generator(self, seq_id: int, seed: int | None) -> torch.Generator:
         if seed is None:
@@ -124,10 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         sched.add(Sequence(1, list(range(5, 9)), SamplingParams(max_tokens=4)))
         for step in range(3):
             out = sched.schedule(float(step))
-            sampled = runner.execute(out)
+            res = runner.execute(out)
             desc = ", ".join(f"seq {s.seq_id}: {s.num_new_tokens} tokens @ {s.start_pos}" for s in out.scheduled)
-            print(f"step {step}: [{desc}] -> sampled {sampled}")
-            sched.update(out, sampled, float(step + 1))
+            print(f"step {step}: [{desc}] -> sampled {res.sampled}")
+            sched.update(out, res.sampled, float(step + 1), res.logprobs)
     return 0
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from ch04_kvcache.block_manager import BlockManager, CopyOnWrite, block_hash
 from ch05_scheduling.policies import Policy, make_policy
-from ch05_scheduling.sequence import FinishReason, SamplingParams, Sequence, SequenceStatus
+from ch05_scheduling.sequence import FinishReason, SamplingParams, Sequence, SequenceStatus, TokenLogprob
 from common.cli import UsageError
 
 
@@ -63,6 +63,9 @@ class ScheduledSeq:
     sample: bool                  # the step reaches the sequence's end: sample its next token
     params: SamplingParams
     num_output_tokens: int        # outputs so far (per-request seeded sampling uses it as a step index)
+    # the sequence's own lists (no copy), read by the sampler for penalties; outputs as before this step
+    prompt_token_ids: list[int] = field(default_factory=list)
+    output_token_ids: list[int] = field(default_factory=list)
 
     @property
     def num_new_tokens(self) -> int:
@@ -288,11 +291,15 @@ class Scheduler:
             sample=start + n == seq.num_tokens,
             params=seq.params,
             num_output_tokens=seq.num_output_tokens,
+            prompt_token_ids=seq.prompt_token_ids,
+            output_token_ids=seq.output_token_ids,
         )
 
     # ------------------------------------------------------------------ after the step
-    def update(self, out: SchedulerOutput, sampled: Mapping[int, int], now: float) -> list[Sequence]:
-        """Advance every scheduled sequence and record sampled tokens; return the ones that finished."""
+    def update(self, out: SchedulerOutput, sampled: Mapping[int, int], now: float,
+               logprobs: Mapping[int, TokenLogprob] | None = None) -> list[Sequence]:
+        """Advance every scheduled sequence and record sampled tokens (and their logprobs, when the runner
+        computed them); return the ones that finished."""
         finished: list[Sequence] = []
         for s in out.scheduled:
             seq = self.seqs.get(s.seq_id)
@@ -302,7 +309,7 @@ class Scheduler:
             self.policy.on_service(seq, s.num_new_tokens if s.is_prefill else 0, 0 if s.is_prefill else 1)
             if not s.sample:
                 continue
-            reason = seq.append_token(sampled[s.seq_id], now)
+            reason = seq.append_token(sampled[s.seq_id], now, logprobs.get(s.seq_id) if logprobs else None)
             if reason is None and seq.num_tokens >= self.config.max_model_len:
                 reason = FinishReason.LENGTH
             if reason is not None:

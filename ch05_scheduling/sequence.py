@@ -1,8 +1,9 @@
-"""Per-request state of the engine: sampling parameters, status, and the token bookkeeping (5.4.1).
+"""Per-request state of the engine: status and the token bookkeeping (5.4.1).
 
 Book sections: 5.4.1 请求生命周期管理 (a request's life: WAITING -> RUNNING -> [PREEMPTED -> WAITING
--> RUNNING ...] -> FINISHED). Nothing here touches torch: the scheduler, the simulator and the engine
-share these objects.
+-> RUNNING ...] -> FINISHED). Nothing here runs torch: the scheduler, the simulator and the engine
+share these objects. How a request samples is ch04's :class:`~ch04_kvcache.sampling.SamplingParams`
+(re-exported here): one frozen dataclass, validated in one place, for ch04, ch05 and ch08.
 
 The one number that drives everything is ``num_computed_tokens``: how many of the sequence's tokens
 (prompt + generated) already have their K/V in the cache. Each step the scheduler gives a sequence
@@ -18,43 +19,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from ch04_kvcache.sampling import SamplingParams, TokenLogprob
 from common.cli import UsageError
 
-
-@dataclass(slots=True)
-class SamplingParams:
-    """How to sample one request (names follow vLLM's ``SamplingParams``).
-
-    ``temperature == 0`` is greedy. ``top_k == 0`` and ``top_p == 1`` disable those filters. ``seed`` makes
-    one request's sampling reproducible whatever it is batched with. ``stop`` strings end the output (the
-    stop string itself is not returned). ``ignore_eos`` keeps generating past EOS up to ``max_tokens``
-    (benchmarks use it so every engine produces the same number of tokens).
-    """
-
-    max_tokens: int = 16
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    ignore_eos: bool = False
-
-    def __post_init__(self) -> None:
-        if self.max_tokens < 1:
-            raise UsageError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if self.temperature < 0:
-            raise UsageError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise UsageError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise UsageError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
-        if isinstance(self.stop, str):
-            self.stop = (self.stop,)
-        self.stop = tuple(s for s in self.stop if s)
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0.0
+__all__ = ["FinishReason", "SamplingParams", "Sequence", "SequenceStatus", "TokenLogprob"]
 
 
 class SequenceStatus(enum.Enum):
@@ -87,6 +55,7 @@ class Sequence:
     predicted_output_len: int | None = None
     eos_token_ids: tuple[int, ...] = ()
     output_token_ids: list[int] = field(default_factory=list)
+    output_logprobs: list[TokenLogprob] = field(default_factory=list)  # one per output token, if asked for
     status: SequenceStatus = SequenceStatus.WAITING
     finish_reason: FinishReason | None = None
     num_computed_tokens: int = 0
@@ -149,9 +118,11 @@ class Sequence:
         return max(self.expected_output_len - self.num_output_tokens, 0)
 
     # ------------------------------------------------------------------ life-cycle
-    def append_token(self, token_id: int, now: float) -> FinishReason | None:
+    def append_token(self, token_id: int, now: float, logprob: TokenLogprob | None = None) -> FinishReason | None:
         """Record a sampled token; return why the sequence must stop (EOS or max_tokens), if it must."""
         self.output_token_ids.append(token_id)
+        if logprob is not None:
+            self.output_logprobs.append(logprob)
         self.token_times.append(now)
         if self.first_token_time is None:
             self.first_token_time = now

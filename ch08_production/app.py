@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ch08_production import protocol as P
-from ch08_production.backends.base import GenerationRequest, SamplingParams
+from ch08_production.backends.base import GenerationRequest, SamplingParams, SamplingParamsError
 from ch08_production.gateway import GatewayMiddleware
 from ch08_production.observe import log, new_request_id
 from ch08_production.pipeline import RequestRecord, run_generation
@@ -55,7 +55,7 @@ def _prompt_ids(state: ServerState, body: P.CompletionRequest | P.ChatCompletion
     if isinstance(body, P.ChatCompletionRequest):
         from common.chat import chat_prompt
 
-        text = chat_prompt(tok, [m.model_dump(exclude_none=True, exclude={"name"}) for m in body.messages])
+        text = chat_prompt(tok, body.template_messages())
         return tok(text, add_special_tokens=False)["input_ids"], text
     prompt = body.prompt[0] if isinstance(body.prompt, list) and isinstance(body.prompt[0], str) else body.prompt
     if isinstance(prompt, str):
@@ -88,6 +88,36 @@ def _fit_context(state: ServerState, n_prompt: int, requested: int | None) -> in
     return requested
 
 
+def sampling_params(state: ServerState, body: P.CompletionRequest | P.ChatCompletionRequest,
+                    max_tokens: int) -> SamplingParams:
+    """The request's sampling fields as ch04's SamplingParams (the engine's own); a bad value is one 400."""
+    chat = isinstance(body, P.ChatCompletionRequest)
+    try:
+        return SamplingParams(
+            max_tokens=max_tokens, temperature=1.0 if body.temperature is None else body.temperature,
+            top_p=1.0 if body.top_p is None else body.top_p, top_k=max(body.top_k or 0, 0),
+            min_p=body.min_p or 0.0, seed=body.seed, stop=body.stop_list(), ignore_eos=body.ignore_eos,
+            presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
+            repetition_penalty=1.0 if body.repetition_penalty is None else body.repetition_penalty,
+            logprobs=body.num_logprobs() if chat else body.logprobs,
+            include_stop_str_in_output=body.include_stop_str_in_output)
+    except SamplingParamsError as exc:
+        state.metrics.rejected.labels("invalid").inc()
+        raise APIError(400, f"invalid '{exc.field}': {exc}", param=exc.field) from None
+
+
+def _token_texter(tokenizer: Any) -> P.TokenText:
+    """Token id -> text, one token at a time (special tokens kept), memoized for the request."""
+    memo: dict[int, str] = {}
+
+    def text(tid: int) -> str:
+        if tid not in memo:
+            memo[tid] = tokenizer.decode([tid], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        return memo[tid]
+
+    return text
+
+
 async def _wait_disconnect(request: Request) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
@@ -102,7 +132,8 @@ async def handle(state: ServerState, request: Request, body: P.CompletionRequest
                             "(see GET /v1/models)", param="model", code="model_not_found")
     ids, prompt_text = _prompt_ids(state, body)
     max_tokens = _fit_context(state, len(ids), body.requested_max_tokens() if chat else body.max_tokens)
-    check_text = "\n".join(m.content for m in body.messages) if chat else prompt_text
+    params = sampling_params(state, body, max_tokens)
+    check_text = "\n".join(m.text() for m in body.messages) if chat else prompt_text
     if not state.content_filter.check(check_text).allowed:
         state.metrics.rejected.labels("content_filter").inc()
         raise APIError(400, "the request was refused by this server's content-safety policy; rephrase it",
@@ -121,10 +152,6 @@ async def handle(state: ServerState, request: Request, body: P.CompletionRequest
         raise
     if admission.fallback_reason:
         state.metrics.fallback.labels(admission.fallback_reason).inc()
-    temperature = 1.0 if body.temperature is None else body.temperature
-    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=body.top_p or 1.0,
-                            top_k=max(body.top_k or 0, 0), seed=body.seed, stop=body.stop_list(),
-                            ignore_eos=body.ignore_eos)
     rid = new_request_id("chatcmpl" if chat else "cmpl")
     trace = request.state.trace
     gen = GenerationRequest(rid, tuple(ids), params, prompt_text, trace.header())
@@ -155,17 +182,20 @@ async def handle(state: ServerState, request: Request, body: P.CompletionRequest
             fields.update(prompt=redact(prompt_text), output=redact(record.text))
         log(state.logger, logging.INFO, "request finished", **fields)
 
+    token_text = _token_texter(admission.backend.tokenizer) if params.logprobs is not None else None
     if body.stream:
         usage_on = bool(body.stream_options and body.stream_options.include_usage)
-        return SSEResponse(_sse_events(events, finish, record, rid, model, created, chat, usage_on),
+        return SSEResponse(_sse_events(events, finish, record, rid, model, created, chat, usage_on, token_text),
                            media_type="text/event-stream", headers=SSE_HEADERS)
     text_parts: list[str] = []
+    logprobs: list = []
     error: list[APIError] = []
 
     async def collect() -> None:
         try:
             async for ev in events:
                 text_parts.append(ev.text)
+                logprobs.extend(ev.logprobs)
         except APIError as exc:  # kept out of the task group, which would wrap it in an ExceptionGroup
             error.append(exc)
 
@@ -187,24 +217,36 @@ async def handle(state: ServerState, request: Request, body: P.CompletionRequest
     if record.finish_reason is None:
         return Response(status_code=499)  # client closed the request; nobody reads this
     text, fin = "".join(text_parts), P.openai_finish(record.finish_reason)
+    lp_body = None
+    if token_text is not None:
+        lp_body = P.chat_logprobs(logprobs, token_text) if chat else P.completion_logprobs(logprobs, token_text)
     build = P.chat_body if chat else P.completion_body
-    return JSONResponse(build(rid, model, text, fin, len(ids), record.completion_tokens, created))
+    return JSONResponse(build(rid, model, text, fin, len(ids), record.completion_tokens, created, lp_body))
 
 
 async def _sse_events(events: AsyncIterator, finish: Any, record: RequestRecord, rid: str, model: str,
-                      created: int, chat: bool, usage_on: bool) -> AsyncIterator[str]:
+                      created: int, chat: bool, usage_on: bool, token_text: P.TokenText | None = None,
+                      ) -> AsyncIterator[str]:
     obj = "chat.completion.chunk" if chat else "text_completion"
+    offset = 0  # text_offset of the next token (completions logprobs)
     try:
         if chat:
             yield sse(P.chat_chunk(rid, model, {"role": "assistant", "content": ""}, None, created))
         try:
             async for ev in events:
                 fin = P.openai_finish(ev.finish_reason)
+                lp = None
+                if token_text is not None:
+                    if chat:
+                        lp = P.chat_logprobs(ev.logprobs, token_text)
+                    else:
+                        lp = P.completion_logprobs(ev.logprobs, token_text, offset)
+                        offset += sum(len(t) for t in lp["tokens"])
                 if chat:
                     yield sse(P.chat_chunk(rid, model, {"content": ev.text} if ev.text or not fin else {}, fin,
-                                          created))
+                                          created, lp))
                 else:
-                    yield sse(P.completion_chunk(rid, model, ev.text, fin, created))
+                    yield sse(P.completion_chunk(rid, model, ev.text, fin, created, lp))
         except APIError as exc:
             yield sse(exc.body())
         if usage_on:

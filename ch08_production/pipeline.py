@@ -14,7 +14,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from ch08_production.backends.base import Backend, BackendError, BackendUnavailable, GenerationRequest
+from ch08_production.backends.base import (
+    Backend,
+    BackendError,
+    BackendUnavailable,
+    GenerationRequest,
+    TokenLogprob,
+)
 from ch08_production.protocol import APIError
 from ch08_production.security import ContentFilter
 
@@ -60,13 +66,15 @@ class RequestRecord:
 class TextEvent:
     text: str
     finish_reason: str | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens that arrived with this event (when asked for)
 
 
 class _StopMatcher:
     """Holds back just enough text to catch a stop string split across chunks."""
 
-    def __init__(self, stops: tuple[str, ...]) -> None:
+    def __init__(self, stops: tuple[str, ...], include_stop: bool = False) -> None:
         self.stops = stops
+        self.include_stop = include_stop  # vLLM's include_stop_str_in_output
         self.hold = max((len(s) for s in stops), default=1) - 1
         self.pending = ""
 
@@ -76,9 +84,10 @@ class _StopMatcher:
         if not self.stops:
             out, self.pending = self.pending, ""
             return out, False
-        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
+        hits = [(i, len(s)) for i, s in ((self.pending.find(s), s) for s in self.stops) if i >= 0]
         if hits:
-            out, self.pending = self.pending[:min(hits)], ""
+            at, n = min(hits)
+            out, self.pending = self.pending[:at + n if self.include_stop else at], ""
             return out, True
         cut = max(0, len(self.pending) - self.hold)
         out, self.pending = self.pending[:cut], self.pending[cut:]
@@ -95,7 +104,7 @@ async def run_generation(backend: Backend, request: GenerationRequest, record: R
                          ) -> AsyncIterator[TextEvent]:
     """Yield text events until the request finishes; raise :class:`APIError` for failures."""
     deadline = time.perf_counter() + timeout_s
-    stops = _StopMatcher(request.params.stop)
+    stops = _StopMatcher(request.params.stop, request.params.include_stop_str_in_output)
     stream = backend.stream(request)
     try:
         while True:
@@ -119,11 +128,12 @@ async def run_generation(backend: Backend, request: GenerationRequest, record: R
                 yield TextEvent("", "content_filter")
                 return
             record.text += text
+            lps = chunk.logprobs or ()
             if finish:
                 record.finish_reason = finish
-                yield TextEvent(text, finish)
+                yield TextEvent(text, finish, lps)
                 return
-            yield TextEvent(text)  # one event per engine step, even when the text is held back (as vLLM)
+            yield TextEvent(text, None, lps)  # one event per engine step, even when the text is held back (as vLLM)
     except APIError:
         raise
     except BackendUnavailable as exc:

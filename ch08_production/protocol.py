@@ -2,15 +2,27 @@
 
 Validation is strict on purpose (book 8.1.2, 8.9.1): a wrong type, an unknown field or a value out of
 range is rejected here with a 400 and a sentence naming the field, so nothing malformed reaches the
-engine. Limits that depend on the model (context length) are checked in the server after tokenizing.
+engine. Limits that depend on the model (context length) are checked in the server after tokenizing;
+the sampling fields are checked once more by ch04's ``SamplingParams`` (the one the engine runs on).
+
+Sampling fields: OpenAI's ``temperature``, ``top_p``, ``seed``, ``stop``, ``presence_penalty``,
+``frequency_penalty``, chat ``logprobs``/``top_logprobs`` and completions ``logprobs: k``; vLLM's
+``top_k``, ``min_p``, ``repetition_penalty``, ``ignore_eos`` and ``include_stop_str_in_output``. Chat
+messages take ``content`` as a string or a list of ``{"type": "text", "text": ...}`` parts (joined with
+newlines, as vLLM does); role ``developer`` is treated as ``system``. Logprobs are the raw model's
+(before penalties and temperature), vLLM V1's default; they come back in OpenAI's two shapes, built by
+:func:`chat_logprobs` and :func:`completion_logprobs`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from ch04_kvcache.sampling import MAX_LOGPROBS, TokenLogprob
 
 MAX_STOP = 4
 MAX_STOP_LEN = 256
@@ -55,7 +67,9 @@ class _Common(_Strict):
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     top_k: Annotated[int, Field(ge=-1, le=100_000)] | None = None  # vLLM extension; -1/0 = off
-    n: Annotated[int, Field(ge=1, le=1)] = 1
+    min_p: Prob | None = None                                          # vLLM extension; 0 = off
+    repetition_penalty: Annotated[float, Field(gt=0.0, le=2.0)] | None = None  # vLLM extension; 1 = off
+    n: int = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
@@ -64,6 +78,16 @@ class _Common(_Strict):
     frequency_penalty: Penalty = 0.0
     user: Annotated[str, Field(max_length=256)] | None = None
     ignore_eos: bool = False  # vLLM extension used by serving benchmarks: generate exactly max_tokens
+    include_stop_str_in_output: bool = False  # vLLM extension
+
+    @field_validator("n")
+    @classmethod
+    def _n(cls, v: int) -> int:
+        if v != 1:
+            raise ValueError("only n=1 is supported: several choices per request need the request's KV blocks "
+                             "forked copy-on-write, which this server does not do yet; send n=1 (or leave it "
+                             "out) and repeat the request with different seeds")
+        return v
 
     @field_validator("stop")
     @classmethod
@@ -76,10 +100,7 @@ class _Common(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _unsupported(self) -> _Common:
-        if self.presence_penalty or self.frequency_penalty:
-            raise ValueError("presence_penalty and frequency_penalty are not supported by this server; "
-                             "send 0 or leave them out")
+    def _stream_options(self) -> _Common:
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed when stream is true")
         return self
@@ -97,7 +118,7 @@ class CompletionRequest(_Common):
                                                                                          max_length=1)])
     max_tokens: Annotated[int, Field(ge=1)] | None = 16
     echo: Literal[False] = False
-    logprobs: None = None
+    logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None  # top-k alternatives per token
     suffix: None = None
     best_of: Annotated[int, Field(ge=1, le=1)] | None = None
 
@@ -115,19 +136,64 @@ class CompletionRequest(_Common):
         return v
 
 
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+
+
+class ImageURL(_Strict):
+    url: str
+    detail: str | None = None
+
+
+class ImagePart(_Strict):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+
+
 class ChatMessage(_Strict):
-    role: Literal["system", "user", "assistant"]
-    content: Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+    role: Literal["system", "developer", "user", "assistant"]
+    content: (Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+              | Annotated[list[ContentPart], Field(min_length=1, max_length=256)])
     name: Annotated[str, Field(max_length=64)] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _text_only(cls, v: str | list[TextPart | ImagePart]) -> str | list[TextPart | ImagePart]:
+        if isinstance(v, list) and any(isinstance(p, ImagePart) for p in v):
+            raise ValueError("this model has no vision encoder: send text only (a string, or parts of "
+                             "type 'text')")
+        return v
+
+    def text(self) -> str:
+        """The content as one string: text parts joined with newlines (vLLM's 'string' content format)."""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(p.text for p in self.content if isinstance(p, TextPart))
+
+    def template_role(self) -> str:
+        """The role the chat template sees: OpenAI's 'developer' is the system prompt of older models."""
+        return "system" if self.role == "developer" else self.role
 
 
 class ChatCompletionRequest(_Common):
-    """POST /v1/chat/completions. Text messages only (no tools, images or logprobs)."""
+    """POST /v1/chat/completions. Text messages (strings or text parts); no tools or images."""
 
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=256)]
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
-    logprobs: Literal[False] | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_needs_logprobs(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is not None and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs set to true")
+        return v
 
     @model_validator(mode="after")
     def _one_max(self) -> ChatCompletionRequest:
@@ -137,6 +203,14 @@ class ChatCompletionRequest(_Common):
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def template_messages(self) -> list[dict[str, str]]:
+        """The messages as the chat template takes them: {'role', 'content'} strings."""
+        return [{"role": m.template_role(), "content": m.text()} for m in self.messages]
+
+    def num_logprobs(self) -> int | None:
+        """SamplingParams.logprobs: None unless logprobs is true; then top_logprobs alternatives (default 0)."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 def format_validation_error(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
@@ -169,29 +243,65 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
+TokenText = Callable[[int], str]  # token id -> its text (the server decodes one token at a time)
+
+
+def _top_entry(tid: int, lp: float, token_text: TokenText) -> dict[str, Any]:
+    tok = token_text(tid)
+    return {"token": tok, "logprob": lp, "bytes": list(tok.encode("utf-8"))}
+
+
+def chat_logprobs(entries: Sequence[TokenLogprob], token_text: TokenText) -> dict[str, Any]:
+    """OpenAI chat shape: ``{"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}``
+    (``top_logprobs`` holds exactly the k most likely tokens, as OpenAI and vLLM)."""
+    return {"content": [{**_top_entry(e.token_id, e.logprob, token_text),
+                         "top_logprobs": [_top_entry(t, lp, token_text) for t, lp in e.top]} for e in entries]}
+
+
+def completion_logprobs(entries: Sequence[TokenLogprob], token_text: TokenText, offset: int = 0,
+                        ) -> dict[str, Any]:
+    """The legacy completions shape: parallel lists ``tokens``, ``token_logprobs``, ``top_logprobs``
+    (a ``{token: logprob}`` dict per position: the k most likely plus the sampled one, so up to k+1, as
+    OpenAI documents) and ``text_offset`` (each token's character offset in the output text, counted
+    from ``offset``: a stream passes where the previous chunk ended)."""
+    tokens, lps, tops, offsets = [], [], [], []
+    for e in entries:
+        tok = token_text(e.token_id)
+        top = {token_text(t): lp for t, lp in e.top}
+        top.setdefault(tok, e.logprob)
+        tokens.append(tok)
+        lps.append(e.logprob)
+        tops.append(top)
+        offsets.append(offset)
+        offset += len(tok)
+    return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
+
+
 def completion_body(rid: str, model: str, text: str, finish: str | None, p_tok: int, c_tok: int,
-                    created: int | None = None) -> dict[str, Any]:
+                    created: int | None = None, logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"id": rid, "object": "text_completion", "created": created or int(time.time()), "model": model,
-            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
+            "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}],
             "usage": usage(p_tok, c_tok)}
 
 
-def completion_chunk(rid: str, model: str, text: str, finish: str | None, created: int) -> dict[str, Any]:
+def completion_chunk(rid: str, model: str, text: str, finish: str | None, created: int,
+                     logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"id": rid, "object": "text_completion", "created": created, "model": model,
-            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
+            "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}]}
 
 
 def chat_body(rid: str, model: str, text: str, finish: str | None, p_tok: int, c_tok: int,
-              created: int | None = None) -> dict[str, Any]:
+              created: int | None = None, logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"id": rid, "object": "chat.completion", "created": created or int(time.time()), "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "logprobs": None, "finish_reason": finish}],
+                         "logprobs": logprobs, "finish_reason": finish}],
             "usage": usage(p_tok, c_tok)}
 
 
-def chat_chunk(rid: str, model: str, delta: dict[str, str], finish: str | None, created: int) -> dict[str, Any]:
+def chat_chunk(rid: str, model: str, delta: dict[str, str], finish: str | None, created: int,
+               logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
 
 
 def usage_chunk(rid: str, model: str, obj: str, created: int, p_tok: int, c_tok: int) -> dict[str, Any]:

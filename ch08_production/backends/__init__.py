@@ -16,10 +16,11 @@ from ch08_production.backends.base import (
     GenerationRequest,
     SamplingParams,
     StreamChunk,
+    TokenLogprob,
 )
 
 __all__ = ["Backend", "BackendError", "BackendStats", "BackendUnavailable", "GenerationRequest",
-           "SamplingParams", "StreamChunk", "make_backend", "engine_available"]
+           "SamplingParams", "StreamChunk", "TokenLogprob", "make_backend", "engine_available"]
 
 
 def engine_available() -> bool:

@@ -8,6 +8,9 @@ held (KV blocks in the engine backend): that is how a client disconnect becomes 
 
 Backends: ``engine`` (ch05's continuous-batching engine, the default when it is installed),
 ``transformers`` (a real model, one sequence at a time) and ``vllm`` (a proxy to a vLLM server).
+How to sample is ch04's :class:`~ch04_kvcache.sampling.SamplingParams`, the one every engine in the
+repository uses (temperature, top-k/top-p/min-p, seed, penalties, logprobs); all three backends honour
+every field of it. A chunk carries the logprobs of its tokens when the request asked for them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,11 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from ch04_kvcache.sampling import SamplingParams, SamplingParamsError, TokenLogprob
+
+__all__ = ["FINISH_REASONS", "Backend", "BackendError", "BackendStats", "BackendUnavailable", "GenerationRequest",
+           "IncrementalDetokenizer", "SamplingParams", "SamplingParamsError", "StreamChunk", "TokenLogprob",
+           "token_text"]
 FINISH_REASONS = ("stop", "length", "abort", "content_filter")
 
 
@@ -25,29 +33,6 @@ class BackendError(RuntimeError):
 
 class BackendUnavailable(BackendError):
     """The backend is not ready (starting, failed, or shutting down): a 503 for the client."""
-
-
-@dataclass(frozen=True, slots=True)
-class SamplingParams:
-    """How to pick tokens. ``temperature == 0`` means greedy; ``top_k == 0`` means no top-k cut."""
-
-    max_tokens: int = 16
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    ignore_eos: bool = False
-
-    def __post_init__(self) -> None:
-        if self.max_tokens < 1:
-            raise ValueError("max_tokens must be at least 1")
-        if not 0.0 <= self.temperature <= 2.0:
-            raise ValueError("temperature must be within 0..2")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError("top_p must be within (0, 1]")
-        if self.top_k < 0:
-            raise ValueError("top_k must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +53,7 @@ class StreamChunk:
     token_ids: tuple[int, ...]
     text: str
     finish_reason: str | None = None
+    logprobs: tuple[TokenLogprob, ...] | None = None  # one per token in token_ids, when the request asked
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,12 +14,12 @@ which builds a fresh engine around the already-loaded weights.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
 from ch05_scheduling.async_engine import AsyncLLMEngine, EngineStopped
 from ch05_scheduling.engine import EngineConfig, LLMEngine
-from ch05_scheduling.sequence import SamplingParams as EngineSamplingParams
 from ch08_production.backends.base import (
     BackendError,
     BackendStats,
@@ -96,13 +96,15 @@ class EngineBackend:
         a = self._async
         if a is None or not a.healthy:
             raise BackendUnavailable("the engine is not ready")
-        p = request.params
-        params = EngineSamplingParams(max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p,
-                                      top_k=p.top_k, seed=p.seed, ignore_eos=p.ignore_eos)
+        # the same SamplingParams class as the engine's (ch04's); stop strings stay with the server's pipeline,
+        # which applies them the same way for every backend
+        params = dataclasses.replace(request.params, stop=()) if request.params.stop else request.params
         outputs = a.stream(list(request.prompt_token_ids), params)
         try:
             async for out in outputs:
-                yield StreamChunk(tuple(out.new_token_ids), out.new_text, out.finish_reason if out.finished else None)
+                lps = tuple(out.new_logprobs) if out.new_logprobs is not None else None
+                yield StreamChunk(tuple(out.new_token_ids), out.new_text, out.finish_reason if out.finished else None,
+                                  lps)
         except EngineStopped as exc:
             raise BackendUnavailable(str(exc)) from exc
         except ValueError as exc:  # UsageError from add_request: the request cannot fit this engine

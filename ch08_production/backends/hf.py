@@ -2,9 +2,11 @@
 
 It is the simplest correct backend and the baseline the engine backend is measured against: requests
 queue (``num_waiting``) and run one by one on a dedicated worker thread, token by token with the
-model's own KV cache, so the event loop stays free to accept connections and stream bytes. Each token
-is handed to the request's ``asyncio.Queue`` with ``call_soon_threadsafe``; closing the stream sets an
-abort flag the worker checks every step.
+model's own KV cache, so the event loop stays free to accept connections and stream bytes. Tokens are
+picked by ch04's :func:`~ch04_kvcache.sampling.sample_next`, the sampler of every engine here, so
+penalties, min_p, top_k and logprobs mean the same as on the engine backend. Each token (with its
+logprobs) is handed to the request's ``asyncio.Queue`` with ``call_soon_threadsafe``; closing the stream
+sets an abort flag the worker checks every step.
 
 Run it behind the server: ``python -m ch08_production.server --backend transformers``.
 """
@@ -23,6 +25,7 @@ from typing import Any
 
 import torch
 
+from ch04_kvcache.sampling import sample_next
 from ch08_production.backends.base import (
     BackendError,
     BackendStats,
@@ -32,22 +35,6 @@ from ch08_production.backends.base import (
     SamplingParams,
     StreamChunk,
 )
-
-
-def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
-    """Pick one token from ``logits`` [V]: greedy at temperature 0, else temperature/top-k/top-p."""
-    if params.temperature == 0.0:
-        return int(torch.argmax(logits))
-    logits = logits.float() / params.temperature
-    if params.top_k > 0:
-        kth = torch.topk(logits, min(params.top_k, logits.numel())).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    if params.top_p < 1.0:
-        sorted_p, order = torch.sort(probs, descending=True)
-        keep = torch.cumsum(sorted_p, 0) - sorted_p < params.top_p  # always keeps the top token
-        probs = torch.zeros_like(probs).scatter_(0, order[keep], sorted_p[keep])
-    return int(torch.multinomial(probs, 1, generator=generator))
 
 
 @dataclass
@@ -140,15 +127,18 @@ class TransformersBackend:
                 return
             p = job.request.params
             gen = torch.Generator().manual_seed(p.seed) if p.seed is not None else None
+            prompt, outputs = list(job.request.prompt_token_ids), []
             with torch.inference_mode():
-                ids = torch.tensor([job.request.prompt_token_ids], dtype=torch.long)  # [1, T]
+                ids = torch.tensor([prompt], dtype=torch.long)  # [1, T]
                 out = self.model(input_ids=ids, use_cache=True)
                 past = _out_cache(out)
                 for i in range(p.max_tokens):
-                    tok = sample_next(out.logits[0, -1], p, gen)  # logits [1, T, V] -> [V]
+                    s = sample_next(out.logits[0, -1], p, gen, prompt, outputs)  # logits [1, T, V] -> [V]
+                    tok = s.token_id
+                    outputs.append(tok)
                     last = i == p.max_tokens - 1
                     finish = "stop" if tok in self._eos and not p.ignore_eos else ("length" if last else None)
-                    put((tok, finish))
+                    put((tok, finish, s.logprob))
                     if finish or job.abort.is_set():
                         return
                     out = self.model(input_ids=torch.tensor([[tok]]), use_cache=True, **{self._cache_kw: past})
@@ -173,11 +163,11 @@ class TransformersBackend:
                 item = await job.queue.get()
                 if isinstance(item, Exception):
                     raise item
-                tok, finish = item
+                tok, finish, logprob = item
                 text = detok.push([] if finish == "stop" else [tok])
                 if finish:
                     text += detok.flush()
-                yield StreamChunk((tok,), text, finish)
+                yield StreamChunk((tok,), text, finish, None if logprob is None else (logprob,))
                 if finish:
                     return
         finally:

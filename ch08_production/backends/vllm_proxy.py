@@ -4,7 +4,10 @@ Why proxy at all: the gateway features of this chapter (keys, per-key limits, co
 cost metrics, admission control) then apply to vLLM unchanged, and vLLM does what it does best.
 We tokenize locally (same model folder, so the same tokenizer) and send token ids, so context checks
 and rate limits count exactly what vLLM will see; we ask for ``return_token_ids`` to count output
-tokens, and forward the W3C ``traceparent``. Closing the stream closes the HTTP response, which vLLM
+tokens, and forward the W3C ``traceparent``. Every sampling field (penalties, ``min_p``, ``top_k``,
+``repetition_penalty``, ``seed``) is passed through as vLLM names it; logprobs are asked for with
+``return_tokens_as_token_ids`` so each ``token_id:N`` comes back as the :class:`TokenLogprob` our other
+backends produce. Closing the stream closes the HTTP response, which vLLM
 treats as an abort (it frees the request's KV blocks). ``stats()`` comes from vLLM's ``/metrics``.
 
     python -m ch08_production.server --backend vllm --vllm-url http://127.0.0.1:8001
@@ -27,7 +30,31 @@ from ch08_production.backends.base import (
     BackendUnavailable,
     GenerationRequest,
     StreamChunk,
+    TokenLogprob,
 )
+
+
+def _token_id(token: str) -> int:
+    return int(token.rsplit(":", 1)[1])  # "token_id:123" (return_tokens_as_token_ids)
+
+
+def parse_completion_logprobs(lp: dict[str, Any] | None, k: int) -> tuple[TokenLogprob, ...] | None:
+    """vLLM's legacy completions logprobs (tokens spelled ``token_id:N``) as :class:`TokenLogprob` s.
+
+    The top dicts hold the k best plus the sampled token; the rank is counted among them (k+1 when the
+    sampled token is not among the k best).
+    """
+    if not lp:
+        return None
+    out = []
+    all_tops = lp.get("top_logprobs") or []
+    for i, tok in enumerate(lp.get("tokens") or ()):
+        chosen = float(lp["token_logprobs"][i])
+        top = (all_tops[i] if i < len(all_tops) else None) or {}
+        tops = sorted(((_token_id(t), float(v)) for t, v in top.items()), key=lambda x: -x[1])[:k]
+        rank = 1 + sum(v > chosen for _, v in tops)
+        out.append(TokenLogprob(_token_id(tok), chosen, rank, tuple(tops)))
+    return tuple(out)
 
 
 def parse_prometheus_values(text: str, names: tuple[str, ...]) -> dict[str, float]:
@@ -125,6 +152,17 @@ class VLLMProxyBackend:
                                 "stream_options": {"include_usage": True}}
         if p.seed is not None:
             body["seed"] = p.seed
+        if p.min_p:
+            body["min_p"] = p.min_p
+        if p.presence_penalty:
+            body["presence_penalty"] = p.presence_penalty
+        if p.frequency_penalty:
+            body["frequency_penalty"] = p.frequency_penalty
+        if p.repetition_penalty != 1.0:
+            body["repetition_penalty"] = p.repetition_penalty
+        if p.logprobs is not None:
+            body["logprobs"] = p.logprobs
+            body["return_tokens_as_token_ids"] = True
         return body  # stop strings are applied by our pipeline, the same for every backend
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
@@ -153,7 +191,10 @@ class VLLMProxyBackend:
                         raise BackendError(f"vLLM stream error: {obj['error']}")
                     for c in obj.get("choices") or []:
                         ids = tuple(c.get("token_ids") or ())
-                        yield StreamChunk(ids, c.get("text") or "", c.get("finish_reason"))
+                        lps = None
+                        if request.params.logprobs is not None:
+                            lps = parse_completion_logprobs(c.get("logprobs"), request.params.logprobs)
+                        yield StreamChunk(ids, c.get("text") or "", c.get("finish_reason"), lps)
                         if c.get("finish_reason"):
                             return
         except httpx.HTTPError as exc:

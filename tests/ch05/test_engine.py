@@ -68,6 +68,29 @@ def test_seeded_sampling_matches_generate_with_the_same_seed(tiny_model):
         assert o.token_ids == alone(tiny_model, p, 8, temperature=0.8, top_k=20, top_p=0.9, seed=sp.seed)
 
 
+def test_per_request_penalties_and_logprobs_under_batching_match_generate(tiny_model):
+    """Each request keeps its own SamplingParams in the batch: penalties over its own prompt and output,
+    its own seed, its own number of logprobs; each equals ch04's generate run alone with the same params."""
+    params = [SamplingParams(max_tokens=8, repetition_penalty=1.8, presence_penalty=1.0, logprobs=2, ignore_eos=True),
+              SamplingParams(max_tokens=8, temperature=0.9, seed=5, frequency_penalty=1.5, presence_penalty=0.5,
+                             logprobs=0, ignore_eos=True),
+              SamplingParams(max_tokens=8, ignore_eos=True),
+              SamplingParams(max_tokens=8, temperature=0.7, min_p=0.1, top_k=30, seed=9, ignore_eos=True)]
+    engine = LLMEngine(EngineConfig(block_size=4, num_blocks=64, max_num_batched_tokens=16), model=tiny_model)
+    outs = engine.generate(PROMPTS[:4], params)
+    for p, sp, o in zip(PROMPTS[:4], params, outs, strict=True):
+        ref = generate(tiny_model, p, 8, cache="contiguous", eos_token_id=None, params=sp)
+        assert o.token_ids == ref.token_ids
+        if sp.logprobs is None:
+            assert o.logprobs is None
+            continue
+        assert [lp.token_id for lp in o.logprobs] == o.token_ids
+        for a, b in zip(o.logprobs, ref.logprobs, strict=True):
+            assert a.logprob == pytest.approx(b.logprob, abs=1e-3) and len(a.top) == sp.logprobs
+    # the penalties are real: the same prompt greedy without them gives other tokens
+    assert outs[0].token_ids != alone(tiny_model, PROMPTS[0], 8)
+
+
 def test_abort_frees_the_blocks_of_a_running_request(tiny_model):
     engine = LLMEngine(EngineConfig(block_size=4, num_blocks=64), model=tiny_model)
     rid = engine.add_request(PROMPTS[2], SamplingParams(max_tokens=50, ignore_eos=True))
@@ -97,6 +120,9 @@ def test_embedded_model_batch_matches_single_and_stops_on_strings(embedded_model
         assert o.token_ids == ref
     stopped = engine.generate([prompts[0]], SamplingParams(max_tokens=12, stop=("France",)))[0]
     assert stopped.text == "The capital of " and stopped.finish_reason == "stop"
+    kept = engine.generate([prompts[0]], SamplingParams(max_tokens=12, stop=("France",),
+                                                        include_stop_str_in_output=True))[0]
+    assert kept.text == "The capital of France"
 
 
 def test_async_stream_yields_tokens_and_a_client_leaving_aborts(tiny_model):
