@@ -104,6 +104,15 @@ def scale_up_miss(trace: list[TraceRequest], n_low: int, n_high: int, step_at: f
                        sum(t > slo_ttft for t in ttfts) / len(ttfts))
 
 
+def peak_provisioned_idle_share(replicas_per_load: list[int]) -> float:
+    """Share of replica-hours a fixed fleet sized for the peak leaves idle, when each load lasts equally long.
+
+    This is what a cost dashboard finds (book 8.5, C.5.5): right-sizing to each period's need saves it.
+    """
+    peak = max(replicas_per_load)
+    return 1.0 - sum(replicas_per_load) / (len(replicas_per_load) * peak)
+
+
 def _floats(text: str) -> list[float]:
     try:
         vals = [float(x) for x in text.split(",") if x.strip()]
@@ -164,8 +173,13 @@ def main(argv: list[str] | None = None) -> int:
                                   f"{source})")
         print_table(lag_rows, title=f"load step {low} -> {high} req/s at t={step_at:.0f} s, {len(trace)} requests over "
                                     f"{duration:.0f} s: share over the SLO by scale-up lag")
+    idle = peak_provisioned_idle_share([s["replicas"] for s in sizing])
+    if not args.json:
+        print(f"a fleet sized for the peak ({max(s['replicas'] for s in sizing)} replicas) that sees each load above "
+              f"for an equal share of the day is idle {100 * idle:.0f}% of its replica-hours")
     emit_json({"benchmark": "autoscale", "slo_ttft_s": args.slo_ttft, "cost_model": source, "sizing": sizing,
-               "scale_up": lag_rows, "hardware": stamp_dict(dtype="simulated")})
+               "peak_provisioned_idle_share": idle, "scale_up": lag_rows,
+               "hardware": stamp_dict(dtype="simulated")})
     return 0
 
 

@@ -2,26 +2,59 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from appendix_c_benchmarks import advisor, roi_cases, tour
 
+REFERENCE = Path(__file__).resolve().parents[2] / "reports/reference/cpu-2c-amd-epyc/results.json"
 
-def test_book_defaults_reproduce_the_books_stated_savings():
+
+def _ok(**benches) -> dict:
+    return {name: {"status": "ok", "data": data} for name, data in benches.items()}
+
+
+def test_without_measurements_every_case_says_not_measured_instead_of_passing_off_the_claim():
     cases = {c.case.split()[0]: c for c in roi_cases.all_cases({})}
-    assert cases["C.5.2"].saving_pct == pytest.approx(60.0)
-    assert cases["C.5.3"].saving_pct == pytest.approx(75.0)
-    assert cases["C.5.4"].saving_pct == pytest.approx(40.0)
-    assert cases["C.5.5"].monthly_saving == pytest.approx(15_000)
+    for name in ("C.5.1", "C.5.2", "C.5.3", "C.5.5"):
+        assert cases[name].measured_basis.startswith("not measured"), name
+    assert cases["C.5.2"].saving_pct == 0.0 and cases["C.5.5"].saving_pct == 0.0  # no claim as a result
+    assert cases["C.5.3"].inputs["weight_bytes_ratio"] == 0.25  # 4 bits / 16 bits: arithmetic, labelled
+    # C.5.4 derives its share from Mixtral's config (a count, no benchmark needed), not the book's 40%
+    assert cases["C.5.4"].inputs["active_fraction"] == pytest.approx(12.88 / 46.70, abs=0.01)
 
 
 def test_measured_ratios_replace_the_defaults_and_say_so():
-    results = {"ch05_scheduling": {"data": {"continuous_vs_static": 4.0, "engine_tok_s": 50.0}}}
+    results = _ok(ch05_rate_slo={"continuous_vs_static_rate_at_slo": 4.0, "ttft_p90_reduction_pct": 70.0},
+                  ch05_scheduling={"engine_tok_s": 50.0, "hardware": {"gpu": None}},
+                  ch08_autoscale={"peak_provisioned_idle_share": 0.4})
     c = roi_cases.writing_assistant_scheduling(results)
     assert c.monthly_cost_after == pytest.approx(c.monthly_cost_before / 4.0)
-    assert "measured here" in c.measured_basis
-    slower = roi_cases.toast_support_agent(results)
-    assert slower.inputs["tokens_per_s"] == 50.0 and "measured here" in slower.measured_basis
+    assert "measured here" in c.measured_basis and "-70%" in c.measured_effect
+    toast = roi_cases.toast_support_agent(results)
+    assert toast.inputs["tokens_per_s"] == 50.0 and "measured here" in toast.measured_basis
+    # a CPU's throughput is priced at a CPU's rate, never at a GPU's
+    assert toast.inputs["machine_dollars_per_hour"] == roi_cases.ASSUMED_CPU_DOLLARS_PER_HOUR
+    assert roi_cases.saas_cost_monitoring(results).saving_pct == pytest.approx(40.0)
+
+
+def test_a_benchmark_that_ran_without_the_key_a_case_reads_is_an_error_not_a_fallback():
+    with pytest.raises(roi_cases.MissingMeasurement, match="continuous_vs_static_rate_at_slo"):
+        roi_cases.writing_assistant_scheduling(_ok(ch05_rate_slo={"static_rate_at_slo": 1.0}))
+    with pytest.raises(roi_cases.MissingMeasurement, match="int4 g64 GPTQ"):
+        roi_cases.code_generation_quantization(_ok(ch06_quantization={"methods": {"bf16": {"weight_bytes": 1}}}))
+    failed = {"ch05_rate_slo": {"status": "failed", "data": {}}}  # a failed run is "not measured", not an error
+    assert roi_cases.writing_assistant_scheduling(failed).measured_basis.startswith("not measured")
+
+
+def test_every_measured_key_the_cases_read_is_one_the_benchmarks_write():
+    """The reference report holds every figure the cases read (a renamed key fails here)."""
+    results = json.loads(REFERENCE.read_text())["benchmarks"]
+    assert roi_cases.missing_measurements(results) == []
+    cases = roi_cases.all_cases(results)
+    assert not any(c.measured_basis.startswith("not measured") for c in cases)
 
 
 def test_roi_cli_rejects_unknown_inputs(capsys):
@@ -61,13 +94,9 @@ def test_tour_reports_a_missing_chapter_and_survives_a_failing_one(monkeypatch):
 
 def test_codegen_case_reads_the_measured_gptq_bytes_from_the_reference_report():
     """C.5.3 uses the row name compare writes; without a measurement it says so instead of passing off 0.25."""
-    import json
-    from pathlib import Path
-
     from appendix_c_benchmarks.roi_cases import code_generation_quantization
 
-    ref = Path(__file__).resolve().parents[2] / "reports/reference/cpu-2c-amd-epyc/results.json"
-    results = json.loads(ref.read_text())["benchmarks"]
+    results = json.loads(REFERENCE.read_text())["benchmarks"]
     methods = results["ch06_quantization"]["data"]["methods"]
     measured = methods["int4 g64 GPTQ"]["weight_bytes"] / methods["bf16"]["weight_bytes"]
     case = code_generation_quantization(results)
