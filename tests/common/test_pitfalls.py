@@ -38,3 +38,37 @@ def test_ch04_pitfalls():
     assert contiguous["paged_vs_naive_sequences"] > 1
     assert blocks["paged_util_big"] < blocks["paged_util_small"]
     assert kv["smollm2_kv_over_weights"] > 1 and kv["llama3_8b_kv_over_weights"] > 1
+
+
+def test_ch05_pitfalls():
+    from ch05_scheduling import pitfalls
+
+    static, big = _by_title(pitfalls.run(True)).values()
+    assert static["static_idle_share"] > static["continuous_idle_share"]
+    assert static["continuous_vs_static_tok_s"] > 1
+    assert big["tpot_p90_ratio_128_vs_32"] > 1 and big["tok_s_gain_128_vs_32"] < big["tpot_p90_ratio_128_vs_32"]
+
+
+@pytest.fixture(scope="module")
+def embedded_llama(embedded_model_dir):
+    """ch04's LlamaModel with the embedded weights, shared by the ch06, ch07 and ch09 pitfalls."""
+    from ch04_kvcache.model import LlamaModel
+
+    return LlamaModel.from_pretrained(embedded_model_dir)
+
+
+def test_ch06_pitfalls(embedded_llama, embedded_tokenizer):
+    from ch06_quantization import pitfalls
+
+    granularity, faster = _by_title(pitfalls.run(True, model=embedded_llama, tokenizer=embedded_tokenizer)).values()
+    assert granularity["ppl_ratio_per_tensor"] > 10 * granularity["ppl_ratio_group32"]
+    assert faster["int4_smaller_by"] > 2.5  # the bytes shrink; the speed is printed, not asserted
+
+
+def test_ch07_pitfalls(embedded_llama, embedded_tokenizer):
+    from ch07_speculative import pitfalls
+
+    poor, lookup = _by_title(pitfalls.run(True, model=embedded_llama, tokenizer=embedded_tokenizer)).values()
+    assert poor["acceptance_rate"] < 0.5 and poor["speedup_bound"] < 1
+    assert lookup["acceptance_free"] < lookup["acceptance_rewrite"]
+    assert lookup["tokens_per_step_free"] < lookup["tokens_per_step_rewrite"]
