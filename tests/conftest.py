@@ -143,6 +143,23 @@ def exercise(use_exercises: bool, pytestconfig: pytest.Config):
     return lambda package, module: load_exercise(package, module, use_exercises)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Run the test on one torch thread (restored after).
+
+    On a machine shared with other jobs, two intra-op threads wait on each other in every small op: the
+    exercise graders measured 12 s for a 4-layer GPTQ run that takes 0.5 s on one thread (2-core EPYC,
+    2026-12-03), and a cached decode loop slowed far more than an uncached one. Graders that time or run
+    many small ops use it (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 # --------------------------------------------------------------------------- models
 
 

@@ -8,7 +8,7 @@ delegate), and times the reader's loop against the cached one. The timing runs o
 ``tiny_model`` (hidden 128, 384-token prompt): on the 64-wide tiny model a whole 256-token forward costs
 about what one cached step's Python overhead does, so the quadratic cost would not show; here the reference
 is 4-17x faster with the cache (2-core EPYC shared with other jobs, 2026-12-03), far from the 1.5x the
-grader asks. Everything runs on one torch thread: on a busy machine two threads wait on each other in every
+grader asks. Everything runs on one torch thread (conftest's ``one_torch_thread``): on a busy machine two threads wait on each other in every
 small op, which slows the cached loop's many tiny steps far more than the no-cache loop's big ones (measured
 1.2x with two threads, against 4x or more with one).
 """
@@ -28,28 +28,14 @@ from ch04_kvcache.model import LlamaModel
 MIN_SPEEDUP = 1.5
 TIMED_PROMPT, TIMED_NEW = 384, 16
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def make_wide_model() -> LlamaModel:
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=256, hidden_size=128, intermediate_size=256, num_layers=2, num_heads=4,
                       num_kv_heads=2, head_dim=32, max_position_embeddings=1024, tie_word_embeddings=True)
     return LlamaModel(cfg).eval()
-
-
-@contextmanager
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,8 @@ LAYERS = 4
 MAX_LIVE_BLOCKS = 2
 CFG = GPTQConfig(QuantSpec(4, "group", 16, symmetric=True), act_order=False)
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # 0.5 s instead of 7-12 s on a busy 2-core box
+
 
 def check_memory_plan(mod) -> None:
     plan = mod.memory_plan("llama-3-70b", calib_tokens=128 * 2048)
