@@ -87,8 +87,9 @@ class ModelRunner:
         """Run one step; sample the sequences that reached their end (see :class:`RunnerOutput`)."""
         if out.is_empty:
             return RunnerOutput()
-        for cow in out.copies:
-            self.cache.copy_block(cow.src, cow.dst)
+        # copy-on-write first (forked sequences about to write into a block they shared), as vLLM's
+        # block copies run before the step's forward
+        self.cache.copy_blocks([(c.src, c.dst) for c in out.copies])
         inp = self.prepare(out)
         logits = self.model.forward_batch(inp.input_ids, inp.positions, self.cache, inp.meta)  # (L, V)
         rows = {s.seq_id: s for s in out.scheduled if s.sample}
