@@ -80,7 +80,7 @@ def _matmul_us(threads: int, a: torch.Tensor, b: torch.Tensor, reps: int) -> flo
 def threads_pitfall(smoke: bool) -> Pitfall:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     a, b = torch.randn(64, 576), torch.randn(576, 1536)
-    reps = 30 if smoke else 200
+    reps = 10 if smoke else 200
     counts = sorted({1, cores, 4 * cores})
     before = torch.get_num_threads()
     us: dict[str, float] = {}
