@@ -1,9 +1,9 @@
 """Chapter 8's 常见误区 (common pitfalls), each measured with the real engine and server or ch05's simulator.
 
 1. "Ready as soon as the weights are loaded": a fresh ch05 ``LLMEngine`` (the one ch08's ``engine``
-   backend serves) takes the same request several times; the first one pays what nothing paid before it
-   (oneDNN primitives, allocator growth, first touch of the KV pool, the C++ decode kernel's load), so a
-   replica put behind the load balancer without a warm-up request hands that to a user.
+   backend serves) takes the same request several times; the first one pays the one-time costs of a
+   fresh process (kernels and memory initialised on first use), so a replica put behind the load
+   balancer without a warm-up request hands them to a user.
 2. "No limit on pending requests is the friendliest setting": ch05's simulator (real scheduler, this
    machine's cost model) offered twice the load it can serve; without ``max_pending`` every request is
    accepted and waits in a queue that only grows, with it the excess is turned away (ch08's 503 +
