@@ -43,7 +43,7 @@ def warmup_pitfall(engine: LLMEngine, load_s: float | None, smoke: bool) -> Pitf
     ids = engine.encode(PROMPT)
     params = SamplingParams(max_tokens=4 if smoke else 16, temperature=0, ignore_eos=True)
     e2e, ttft = [], []
-    for _ in range(4 if smoke else 8):
+    for _ in range(3 if smoke else 8):
         t0 = time.perf_counter()
         out = engine.generate([ids], params)[0]
         e2e.append(time.perf_counter() - t0)
@@ -65,7 +65,7 @@ def warmup_pitfall(engine: LLMEngine, load_s: float | None, smoke: bool) -> Pitf
 
 def overload_pitfall(smoke: bool) -> Pitfall:
     cost = load_cost_model()
-    n = 120 if smoke else 600
+    n = 80 if smoke else 600
     base = synthetic_trace(n, 0)
     cfg = SchedulerConfig(num_blocks=8192, max_num_seqs=16)
     offline = simulate(base, cfg, "continuous", cost).metrics()

@@ -11,7 +11,7 @@
    decode step of 1, 8 and 64 tokens touches (every one touched is read); Mixtral-8x7B through ch02's
    calculator.
 3. "An image is a few tokens": ``multimodal.image_tokens`` for a 336-px image (patch 14) and a 672-px
-   one tiled LLaVA-NeXT-style, and the prefill time of ch04's model (``--smoke``: its first 4 blocks)
+   one tiled LLaVA-NeXT-style, and the prefill time of ch04's model (``--smoke``: its first block)
    for a 24-token text prompt with and without one 336-px image's tokens in front.
 
     python -m ch09_advanced.pitfalls --smoke
@@ -138,7 +138,7 @@ def _prefill_s(model: nn.Module, ids: torch.Tensor, repeats: int) -> float:
 
 def image_pitfall(model: LlamaModel, smoke: bool) -> Pitfall:
     one, tiled = image_tokens(336), image_tokens(672, tile=336)
-    layers, repeats = (2, 1) if smoke else (None, 5)
+    layers, repeats = (1, 1) if smoke else (None, 5)
     text = torch.randint(0, model.config.vocab_size, (1, 24))
     # the image's tokens stand in as ids: a prefill's cost depends on how many positions, not what is in them
     with_image = torch.cat([torch.randint(0, model.config.vocab_size, (1, one)), text], dim=1)
