@@ -54,6 +54,7 @@ class SimResult:
     seqs: list[Sequence]
     steps: list[StepTrace] = field(default_factory=list)
     num_preemptions: int = 0
+    rejected: list[Sequence] = field(default_factory=list)  # turned away at arrival (``max_pending``)
 
     def metrics(self, slo: SLO | None = None) -> dict[str, float]:
         return summarize_requests(self.seqs, slo)
@@ -79,8 +80,11 @@ def load_cost_model(path: Path | None = None) -> CostModel:
 
 def simulate(trace: list[TraceRequest], config: SchedulerConfig, policy: Policy | str = "continuous",
              cost: CostModel = DEFAULT_COST, *, predictions: dict[int, int] | None = None,
-             keep_steps: bool = False) -> SimResult:
-    """Run ``trace`` through a fresh scheduler; ``predictions`` = SJF's predicted output lengths."""
+             keep_steps: bool = False, max_pending: int | None = None) -> SimResult:
+    """Run ``trace`` through a fresh scheduler; ``predictions`` = SJF's predicted output lengths.
+
+    ``max_pending``: a request that arrives while that many are already in the scheduler (waiting +
+    running) is turned away (a server's 503) and listed in ``result.rejected``, not in ``result.seqs``."""
     sched = Scheduler(config, make_policy(policy) if isinstance(policy, str) else policy)
     pending = sorted(trace, key=lambda r: (r.arrival_time, r.request_id))
     seqs = [make_sequence(r, predicted=(predictions or {}).get(r.request_id)) for r in pending]
@@ -88,7 +92,10 @@ def simulate(trace: list[TraceRequest], config: SchedulerConfig, policy: Policy 
     i, clock = 0, 0.0
     while i < len(seqs) or sched.has_unfinished:
         while i < len(seqs) and seqs[i].arrival_time <= clock:
-            sched.add(seqs[i])
+            if max_pending is not None and len(sched.waiting) + len(sched.running) >= max_pending:
+                result.rejected.append(seqs[i])
+            else:
+                sched.add(seqs[i])
             i += 1
         out = sched.schedule(clock)
         if out.is_empty:
@@ -106,6 +113,9 @@ def simulate(trace: list[TraceRequest], config: SchedulerConfig, policy: Policy 
                                           out.kv_usage))
         sched.update(out, {s.seq_id: DUMMY_TOKEN for s in out.scheduled if s.sample}, clock)
     result.num_preemptions = sched.num_preemptions
+    if result.rejected:
+        turned_away = {id(s) for s in result.rejected}
+        result.seqs = [s for s in seqs if id(s) not in turned_away]
     return result
 
 

@@ -64,7 +64,7 @@ def first_blocks(model: nn.Module, keep: int | None) -> Iterator[nn.Module]:
 def run(smoke: bool, model=None, tokenizer=None) -> list[Pitfall]:
     model = model if model is not None else load_model()
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(None)
-    windows = eval_windows(tokenizer, 64, 64) if smoke else eval_windows(tokenizer, 512, 128)
+    windows = eval_windows(tokenizer, 32, 32) if smoke else eval_windows(tokenizer, 512, 128)
     specs = {k: v for k, v in SPECS.items() if not (smoke and "channel" in k)}
     ppl = {"fp32": perplexity(model, windows)}
     for name, spec in specs.items():

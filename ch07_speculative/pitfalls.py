@@ -59,7 +59,8 @@ def run(smoke: bool, model: LlamaModel | None = None, tokenizer=None) -> list[Pi
     free, rewrite = chat_ids(tok, FREE_PROMPT), chat_ids(tok, REWRITE_PROMPT)
     n, repeats, gamma, lookup_gamma = (4, 1, 2, 4) if smoke else (48, 3, GAMMA, 8)
     draft = truncated_draft(target, DRAFT_LAYERS)
-    generate(target, free, 2)  # warm-up
+    if not smoke:
+        generate(target, free, 2)  # warm-up (--smoke: no timing is compared)
     runs = {
         "plain free": lambda: generate(target, free, n, eos_token_id=-1),
         "self-draft free": lambda: speculative_generate(target, SharedCacheDrafter(draft), free, n, gamma),
