@@ -111,3 +111,31 @@ def test_grader_6_2(which, ch06_setup, tmp_path):
     g, folder, calib = ch06_setup
     checks = [g.check_memory_plan, lambda m: g.check_streamed(m, folder, tmp_path / "q", calib)]
     assert_verdict(checks, "ch06_quantization", "ex6_2_layerwise_quantize", "6.2", which)
+
+
+# --------------------------------------------------------------------------- 9.1, 9.2, 9.3
+
+
+@pytest.mark.parametrize("which", list(EXPECTED))
+def test_grader_9_1(which):
+    g = grader("ch09", "test_ex9_1_topk_router")
+    assert_verdict([g.check_bad_k, g.check_balance_extremes, g.check_picks_and_weights], "ch09_advanced",
+                   "ex9_1_topk_router", "9.1", which)
+
+
+@pytest.mark.parametrize("which", list(EXPECTED))
+def test_grader_9_2(which):
+    from ch09_advanced.triton_ops import HAS_TRITON
+
+    g = grader("ch09", "test_ex9_2_triton_softmax")
+    checks = [g.check_source] + ([g.check_softmax] if HAS_TRITON else [])  # without triton: the static check
+    if not HAS_TRITON and which == "wrong":
+        pytest.skip("the wrong 9.2 answer launches a real kernel on CUDA: only the interpreter run catches it")
+    assert_verdict(checks, "ch09_advanced", "ex9_2_triton_softmax", "9.2", which)
+
+
+@pytest.mark.parametrize("which", list(EXPECTED))
+def test_grader_9_3(which):
+    g = grader("ch09", "test_ex9_3_tiled_attention")
+    assert_verdict([g.check_never_materialises_scores, lambda m: g.check_matches_standard(m, (7, 500))],
+                   "ch09_advanced", "ex9_3_tiled_attention", "9.3", which)
