@@ -61,6 +61,16 @@ def assert_verdict(checks, package: str, module: str, number: str, which: str) -
     assert got == EXPECTED[which], f"exercise {number}'s grader gave {got} on the {which} version: {why}"
 
 
+# --------------------------------------------------------------------------- 3.1
+
+
+@pytest.mark.parametrize("which", list(EXPECTED))
+def test_grader_3_1(which, tmp_path):
+    g = grader("ch03", "test_ex3_1_vllm_env")
+    checks = [lambda m: g.check_missing_interpreter(m, tmp_path), lambda m: g.check_fake_environment(m, tmp_path)]
+    assert_verdict(checks, "ch03_env", "ex3_1_vllm_env", "3.1", which)
+
+
 # --------------------------------------------------------------------------- 4.2
 
 
