@@ -149,3 +149,30 @@ def test_grader_9_3(which):
     g = grader("ch09", "test_ex9_3_tiled_attention")
     assert_verdict([g.check_never_materialises_scores, lambda m: g.check_matches_standard(m, (7, 500))],
                    "ch09_advanced", "ex9_3_tiled_attention", "9.3", which)
+
+
+# --------------------------------------------------------------------------- 8.2, 8.3 (promtool, no server)
+
+
+def needs_promtool():
+    import shutil
+
+    if shutil.which("promtool") is None:
+        pytest.skip("no promtool (make prometheus): the 8.2/8.3 graders' value checks need it")
+
+
+@pytest.mark.parametrize("which", list(EXPECTED))
+def test_grader_8_2(which, tmp_path):
+    needs_promtool()
+    g = grader("ch08", "test_ex8_2_monitoring")
+    checks = [g.check_names, lambda m: g.check_slo_alert(m, tmp_path), lambda m: g.check_values(m, tmp_path)]
+    assert_verdict(checks, "ch08_production", "ex8_2_monitoring", "8.2", which)
+
+
+@pytest.mark.parametrize("which", list(EXPECTED))
+def test_grader_8_3(which, tmp_path):
+    needs_promtool()
+    g = grader("ch08", "test_ex8_3_roi_dashboard")
+    checks = [g.check_cost_per_million, g.check_dashboard, lambda m: g.check_exact_dollars(m, tmp_path, False),
+              lambda m: g.check_exact_dollars(m, tmp_path, True)]
+    assert_verdict(checks, "ch08_production", "ex8_3_roi_dashboard", "8.3", which)
