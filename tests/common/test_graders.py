@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+import ch09_advanced.triton_ops  # noqa: F401 - on CPU sets TRITON_INTERPRET=1 before anything imports triton
+
 TESTS = Path(__file__).resolve().parents[1]
 VARIANTS = TESTS / "graders"
 EXPECTED = {"stub": "fail", "wrong": "fail", "solution": "pass", "alternative": "pass"}
@@ -56,9 +58,29 @@ def verdict(checks, mod) -> tuple[str, str]:
     return "pass", ""
 
 
+def given(mod):
+    """The ``exercise`` fixture's value for a grader's test function: hands it ``mod``."""
+    return lambda package, module: mod
+
+
 def assert_verdict(checks, package: str, module: str, number: str, which: str) -> None:
     got, why = verdict(checks, version(package, module, number, which))
     assert got == EXPECTED[which], f"exercise {number}'s grader gave {got} on the {which} version: {why}"
+
+
+# --------------------------------------------------------------------------- 2.1
+
+
+@pytest.mark.parametrize("which", list(EXPECTED))
+def test_grader_2_1(which):
+    from common.presets import preset_names
+
+    g = grader("ch02", "test_ex2_1_memory_needs")
+    tiny = load_file(TESTS / "conftest.py").TINY_LLAMA
+    checks = [g.test_llama3_8b_bf16_at_128k_context, g.test_compare_models_sorts_by_total,
+              lambda m: g.test_multi_head_config_without_kv_heads_uses_all_heads(m, dict(tiny)),
+              *[lambda m, n=n: g.test_every_preset_agrees_with_the_chapter_calculator(m, n) for n in preset_names()]]
+    assert_verdict(checks, "ch02_gpu", "ex2_1_memory_needs", "2.1", which)
 
 
 # --------------------------------------------------------------------------- 3.1
@@ -69,6 +91,17 @@ def test_grader_3_1(which, tmp_path):
     g = grader("ch03", "test_ex3_1_vllm_env")
     checks = [lambda m: g.check_missing_interpreter(m, tmp_path), lambda m: g.check_fake_environment(m, tmp_path)]
     assert_verdict(checks, "ch03_env", "ex3_1_vllm_env", "3.1", which)
+
+
+# --------------------------------------------------------------------------- 4.1
+
+
+@pytest.mark.parametrize("which", list(EXPECTED))
+def test_grader_4_1(which, wide_model):  # the 4.2 grader's random model (no transformers import)
+    g = grader("ch04", "test_ex4_1_simple_kv_cache")
+    checks = [lambda m: g.check_cache_logits(m, wide_model),
+              lambda m: g.test_simple_cache_tokens_equal_no_cache_tokens(given(m), (wide_model, None))]
+    assert_verdict(checks, "ch04_kvcache", "ex4_1_simple_kv_cache", "4.1", which)
 
 
 # --------------------------------------------------------------------------- 4.2
@@ -100,6 +133,19 @@ def test_grader_5_2(which):
     g = grader("ch05", "test_ex5_2_tune_scenarios")
     assert_verdict([g.check_best_config, g.check_two_scenarios], "ch05_scheduling", "ex5_2_tune_scenarios",
                    "5.2", which)
+
+
+# --------------------------------------------------------------------------- 5.1
+
+
+@pytest.mark.parametrize("which", list(EXPECTED))
+def test_grader_5_1(which):
+    g = grader("ch05", "test_ex5_1_static_vs_continuous")
+    checks = [lambda m: g.test_the_worked_example(given(m)),
+              lambda m: g.test_continuous_never_takes_longer_and_bad_input_is_refused(given(m)),
+              *[lambda m, mode=mode: g.test_matches_the_engine_scheduler(given(m), mode)
+                for mode in ("static", "continuous")]]
+    assert_verdict(checks, "ch05_scheduling", "ex5_1_static_vs_continuous", "5.1", which)
 
 
 # --------------------------------------------------------------------------- 6.2
@@ -149,6 +195,17 @@ def test_grader_9_3(which):
     g = grader("ch09", "test_ex9_3_tiled_attention")
     assert_verdict([g.check_never_materialises_scores, lambda m: g.check_matches_standard(m, (7, 500))],
                    "ch09_advanced", "ex9_3_tiled_attention", "9.3", which)
+
+
+# --------------------------------------------------------------------------- 7.1
+
+
+@pytest.mark.parametrize("which", list(EXPECTED))
+def test_grader_7_1(which):
+    g = grader("ch07", "test_ex7_1_speculative_step")
+    checks = [lambda m: g.test_identical_distributions_accept_everything(given(m)),
+              lambda m: g.check_first_token_distribution(m, n=1500, atol=0.05)]  # wrong: 0.12 off
+    assert_verdict(checks, "ch07_speculative", "ex7_1_speculative_step", "7.1", which)
 
 
 # --------------------------------------------------------------------------- 8.2, 8.3 (promtool, no server)
