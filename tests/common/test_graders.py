@@ -148,6 +148,15 @@ def test_grader_5_1(which):
     assert_verdict(checks, "ch05_scheduling", "ex5_1_static_vs_continuous", "5.1", which)
 
 
+# --------------------------------------------------------------------------- 6.1
+
+
+@pytest.mark.parametrize("which", list(EXPECTED))
+def test_grader_6_1(which):
+    g = grader("ch06", "test_ex6_1_compare_formats")
+    assert_verdict([g.check_formats], "ch06_quantization", "ex6_1_compare_formats", "6.1", which)
+
+
 # --------------------------------------------------------------------------- 6.2
 
 
@@ -206,6 +215,21 @@ def test_grader_7_1(which):
     checks = [lambda m: g.test_identical_distributions_accept_everything(given(m)),
               lambda m: g.check_first_token_distribution(m, n=1500, atol=0.05)]  # wrong: 0.12 off
     assert_verdict(checks, "ch07_speculative", "ex7_1_speculative_step", "7.1", which)
+
+
+# --------------------------------------------------------------------------- 7.2
+
+
+@pytest.fixture(scope="module")
+def ch07_target():
+    return grader("ch07", "test_ex7_2_compare_drafts").make_target()
+
+
+@pytest.mark.parametrize("which", list(EXPECTED))
+def test_grader_7_2(which, ch07_target):
+    g = grader("ch07", "test_ex7_2_compare_drafts")
+    assert_verdict([g.check_choose, lambda m: g.check_reports(m, ch07_target)], "ch07_speculative",
+                   "ex7_2_compare_drafts", "7.2", which)
 
 
 # --------------------------------------------------------------------------- 8.2, 8.3 (promtool, no server)
