@@ -232,6 +232,24 @@ def test_grader_7_2(which, ch07_target):
                    "ex7_2_compare_drafts", "7.2", which)
 
 
+# --------------------------------------------------------------------------- 8.1
+
+
+@pytest.mark.parametrize("which", list(EXPECTED))
+def test_grader_8_1(which, tmp_path):
+    from ch08_production import k8s_manifests as km
+
+    g = grader("ch08", "test_ex8_1_k8s_overlay")
+
+    def rendering(m):
+        return lambda **kw: km.render(m.write_overlay(tmp_path / "overlay", m.OverlaySpec(**kw)))
+
+    checks = [lambda m: g.test_cpu_overlay_asks_for_no_gpu(rendering(m)),
+              lambda m: g.test_overlay_sets_replicas_image_gpus_and_toleration(rendering(m)),
+              lambda m: g.test_overlay_renders_and_every_object_validates(rendering(m))]
+    assert_verdict(checks, "ch08_production", "ex8_1_k8s_overlay", "8.1", which)
+
+
 # --------------------------------------------------------------------------- 8.2, 8.3 (promtool, no server)
 
 
