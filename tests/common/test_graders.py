@@ -93,6 +93,20 @@ def test_grader_3_1(which, tmp_path):
     assert_verdict(checks, "ch03_env", "ex3_1_vllm_env", "3.1", which)
 
 
+# --------------------------------------------------------------------------- 3.2
+
+
+@pytest.mark.parametrize("which", list(EXPECTED))
+def test_grader_3_2(which, tmp_path):
+    g = grader("ch03", "test_ex3_2_dockerize")
+    checks = [lambda m: g.test_write_context_writes_a_buildable_folder(given(m), tmp_path)]
+    for kw in g.SPECS:
+        checks += [lambda m, kw=kw: g.test_structure_multistage_pinned_nonroot(given(m), kw),
+                   lambda m, kw=kw: g.test_structure_volume_port_health_and_cmd(given(m), kw),
+                   lambda m, kw=kw: g.test_hadolint_is_clean_or_each_ignore_is_justified(given(m), tmp_path, kw)]
+    assert_verdict(checks, "ch03_env", "ex3_2_dockerize", "3.2", which)
+
+
 # --------------------------------------------------------------------------- 4.1
 
 
