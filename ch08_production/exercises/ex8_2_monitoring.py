@@ -12,10 +12,13 @@ Metric names are vLLM's (our server exports the same): ``vllm:time_to_first_toke
    * alert ``TargetDown``: a target's ``up`` is 0 for 1 m, label ``severity: page``.
    Write every alert as ``<signal> > <number>`` (TargetDown: ``up == 0``): the grader lowers thresholds.
 2. ``panel_queries()`` returns PromQL for the panels ``qps`` (finished requests/s), ``ttft_p99`` (s),
-   ``tokens_per_s``, ``kv_cache_usage`` and ``waiting``; Grafana's ``$__rate_interval`` may be used.
+   ``tokens_per_s``, ``kv_cache_usage`` (the fullest replica's, 0-1) and ``waiting``; each one series for
+   the whole fleet (rates and counts summed over replicas); Grafana's ``$__rate_interval`` and ``$job`` may
+   be used.
 
 Graded with the real Prometheus: ``promtool check rules``, ``promtool test rules`` with synthetic series
-(the SLO alert fires on slow first tokens and stays quiet on fast ones), and a Prometheus scraping our
+(the SLO alert fires on slow first tokens and stays quiet on fast ones; every query and record gives
+the right number for two replicas, TargetDown fires for the one that is down), and a Prometheus scraping our
 server under load, where every query and rule must return data and every alert go pending.
 """
 
