@@ -232,6 +232,9 @@ def fast_decoder(model: nn.Module) -> nn.Module:
         return model
     if model.embed_tokens.weight.dtype != torch.float32:
         return model
+    plain = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+    if any(type(w.data) is not torch.Tensor or w.dtype != torch.float32 for w in plain):
+        return model  # a library's tensor subclass (torchao, bitsandbytes): its own kernels, eager
     use_packed(model)
     try:
         return FusedDecoder(model)
