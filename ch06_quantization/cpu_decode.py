@@ -1,4 +1,4 @@
-"""The whole decode step in one C++ call: fused layers on the CPU, fp32 or int8 weights (book 6.2; 7.4.2; 9.3).
+"""The whole decode step in one C++ call: fused layers on the CPU, fp32, int8 or int4 weights (book 6.2; 7.4.2; 9.3).
 
 ``cpu_gemv`` made each linear stream its weights at memory speed, yet a batch-1 decode step of the
 embedded model still spends ~10 ms outside the linears: about 1,200 small eager ops per token (RMSNorm is
@@ -14,7 +14,8 @@ layer for the new tokens,
 
 with q/k/v and gate/up packed into one matrix each (one pass over the activations instead of three or
 two), the residual adds folded into the GEMVs, and the GEMVs themselves from ``cpu_packed`` (fp32 in a
-one-stream-per-thread layout), ``cpu_gemv`` (int8 widened in registers) or ``cpu_w8a8``. Python is
+one-stream-per-thread layout), ``cpu_gemv`` (int8 widened in registers), ``cpu_w8a8`` or ``cpu_qgemv``
+(int4 group-wise / int8 per-channel weights times int8 activations, VNNI where the CPU has it). Python is
 entered once per step instead of ~1,200 times.
 
 :class:`FusedDecoder` wraps a ``LlamaModel`` (fp32 linears, or the int8 ``GemvLinear`` layers of
@@ -25,7 +26,7 @@ Anything it does not handle (more than ``max_rows`` new tokens, batch > 1, expli
 caches) goes to the wrapped model unchanged. Tests hold it to the model's logits. The step is C++ in
 ``csrc/decode.cpp``, built with ch06's other kernels (``cpu_kernels``).
 
-    python -m ch06_quantization.cpu_decode           # decode tok/s: eager, eager + GEMV, fused fp32, fused int8
+    python -m ch06_quantization.cpu_decode           # decode tok/s: eager, eager + GEMV, fused fp32, int8, int4
     python -m ch06_quantization.cpu_decode --smoke
 """
 
@@ -71,37 +72,46 @@ def _concat(parts: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]
 
 
 def _pack(linears: list[nn.Module]) -> list[torch.Tensor]:
-    """[weight, scale, zero] of the row-wise concatenation of ``linears`` (fp32: empty scale and zero).
+    """[weight, scale, zero, perm] of the row-wise concatenation of ``linears`` (what a kind lacks: empty).
 
     The layers' own tensors are then re-pointed at views of the packed storage, so packing costs no
     extra memory, the wrapped model keeps computing with exactly the same numbers, and packing the same
     layers again (a self-draft made of the target's first blocks) finds them adjacent and copies nothing.
     """
     from ch06_quantization.cpu_gemv import GemvLinear
+    from ch06_quantization.cpu_qgemv import PackedLinear
     from ch06_quantization.cpu_w8a8 import W8A8Linear
 
+    empty = torch.empty(0)
     if all(type(m) is nn.Linear for m in linears):
         w, views = _concat([m.weight.detach() for m in linears])
         for m, v in zip(linears, views, strict=True):
             m.weight.data = v
-        return [w, torch.empty(0), torch.empty(0)]
+        return [w, empty, empty, empty]
     if all(isinstance(m, GemvLinear) and m.bits == 32 for m in linears):
         w, views = _concat([m.weight for m in linears])
         for m, v in zip(linears, views, strict=True):
             m.weight = v
-        return [w, torch.empty(0), torch.empty(0)]
+        return [w, empty, empty, empty]
+    packed_q = all(isinstance(m, PackedLinear) for m in linears)
+    if packed_q and len({(m.bits, m.group, m.in_features) for m in linears}) > 1:
+        raise ValueError("the fused decoder packs PackedLinear layers of one bit width and group size together")
+    if packed_q and any(not torch.equal(m.perm, linears[0].perm) for m in linears):
+        raise ValueError("the fused decoder packs act-order layers together only when their column orders agree")
     w8a8 = all(isinstance(m, W8A8Linear) for m in linears)
-    if w8a8 or all(isinstance(m, GemvLinear) and m.bits == 8 for m in linears):
+    if packed_q or w8a8 or all(isinstance(m, GemvLinear) and m.bits == 8 for m in linears):
         packed = []
-        for attr in ("wq", "sw") if w8a8 else ("q", "scale", "zero"):
+        for attr in ("pq", "ps", "pz") if packed_q else ("wq", "sw") if w8a8 else ("q", "scale", "zero"):
             t, views = _concat([getattr(m, attr) for m in linears])
             for m, v in zip(linears, views, strict=True):
                 setattr(m, attr, v)
             packed.append(t)
-        return packed + [torch.empty(0)] * (3 - len(packed))
+        if packed_q:
+            packed.append(linears[0].perm)
+        return packed + [empty] * (4 - len(packed))
     kinds = sorted({type(m).__name__ + (f"({m.bits}-bit)" if isinstance(m, GemvLinear) else "") for m in linears})
-    raise ValueError(f"the fused decoder runs fp32 nn.Linear, cpu_gemv.GemvLinear or cpu_w8a8.W8A8Linear layers "
-                     f"of one kind, not {', '.join(kinds)}")
+    raise ValueError(f"the fused decoder runs fp32 nn.Linear, cpu_gemv.GemvLinear, cpu_w8a8.W8A8Linear or "
+                     f"cpu_qgemv.PackedLinear layers of one kind, not {', '.join(kinds)}")
 
 
 def fused_decode_problem() -> str | None:
@@ -198,6 +208,40 @@ def fused_w8a8(model: LlamaModel) -> FusedDecoder:
     return FusedDecoder(model)
 
 
+def fused_int4(model: LlamaModel, group: int = 64, head: bool = True) -> FusedDecoder:
+    """``model`` (changed in place: its linears, and with ``head`` the LM head, become int4 RTN group-wise
+    ``cpu_qgemv.PackedLinear``) behind a :class:`FusedDecoder`."""
+    from ch06_quantization.cpu_qgemv import use_packed
+    from ch06_quantization.rtn import QuantSpec, quantize_model_rtn
+
+    spec = QuantSpec(4, "group", group)
+    use_packed(quantize_model_rtn(model, spec), head=spec if head else None)
+    return FusedDecoder(model)
+
+
+def fast_decoder(model: nn.Module) -> nn.Module:
+    """The fastest batch-1 decoder this chapter has for ``model``, sharing its weights (book 6.6.2).
+
+    ``QuantLinear`` layers the packed GEMV takes become ``PackedLinear`` (in place: same prefill numbers),
+    then the whole step goes to a :class:`FusedDecoder` when every matrix is of a kind it runs; otherwise the
+    model itself (its quantized linears still use the kernel). bf16 or library models come back unchanged.
+    """
+    from ch06_quantization.cpu_qgemv import use_packed
+
+    if not isinstance(model, LlamaModel) or fused_decode_problem() is not None:
+        return model
+    if model.embed_tokens.weight.dtype != torch.float32:
+        return model
+    plain = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+    if any(type(w.data) is not torch.Tensor or w.dtype != torch.float32 for w in plain):
+        return model  # a library's tensor subclass (torchao, bitsandbytes): its own kernels, eager
+    use_packed(model)
+    try:
+        return FusedDecoder(model)
+    except ValueError:
+        return model
+
+
 def main(argv: list[str] | None = None) -> int:
     from ch04_kvcache.generate import generate
     from ch06_quantization.cpu_gemv import use_gemv
@@ -232,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         # bytes a step reads: every packed tensor (int8 linears and LM head, their scales, fp32 norms); the
         # embedding contributes one row
         candidates["fused int8"] = (int8, sum(b.numel() * b.element_size() for b in int8._tensors))
+        int4 = fused_int4(load())
+        candidates["fused int4 g64"] = (int4, sum(b.numel() * b.element_size() for b in int4._tensors))
         mb = 64 if args.smoke else 256
         bw = measure_read_bandwidth(megabytes=mb, repeats=3)  # again after the timings: the best of the two
         rows, ref = [], None
@@ -254,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                    "fused_fp32_vs_eager": by["fused fp32"]["tok/s"] / by["eager, F.linear"]["tok/s"],
                    "fused_fp32_mbu": by["fused fp32"]["MBU"],
                    "fused_int8_vs_fused_fp32": by["fused int8"]["tok/s"] / by["fused fp32"]["tok/s"],
+                   "fused_int4_vs_fused_fp32": by["fused int4 g64"]["tok/s"] / by["fused fp32"]["tok/s"],
                    "fp32_tokens_identical": all(r["same tokens as F.linear"] for r in rows[:3]),
                    "hardware": stamp_dict(dtype="fp32", torch_threads=torch.get_num_threads())})
     return 0

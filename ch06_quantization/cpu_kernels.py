@@ -2,6 +2,7 @@
 
     csrc/gemv.h  gemv.cpp      the decode GEMV, fp32 and uint8 weight-only     (cpu_gemv.py)
     csrc/w8a8.h  w8a8.cpp      int8 weights x int8 activations                 (cpu_w8a8.py)
+    csrc/qgemv.h qgemv.cpp     packed int4/int8 group-wise weights x int8 acts (cpu_qgemv.py)
     csrc/packed.h packed.cpp   fp32 in a one-stream-per-thread layout          (cpu_packed.py)
     csrc/decode.cpp            the whole decode step in one call               (cpu_decode.py)
     csrc/ops.h bindings.cpp    the operators' declarations, the Python module
@@ -19,7 +20,7 @@ from pathlib import Path
 from common import cpp_ext
 
 CSRC = Path(__file__).resolve().parent / "csrc"
-SOURCES = [CSRC / f for f in ("gemv.cpp", "w8a8.cpp", "packed.cpp", "decode.cpp", "bindings.cpp")]
+SOURCES = [CSRC / f for f in ("gemv.cpp", "w8a8.cpp", "qgemv.cpp", "packed.cpp", "decode.cpp", "bindings.cpp")]
 
 
 @functools.lru_cache(maxsize=1)

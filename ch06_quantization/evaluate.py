@@ -158,13 +158,17 @@ def prepare_eval(model: nn.Module, tokenizer, n_tokens: int, seq_len: int, answe
     return EvalData(eval_windows(tokenizer, n_tokens, seq_len), prompts, refs)
 
 
-def evaluate(model: nn.Module, data: EvalData, decode_tokens: int = 32, batch: int = 2) -> EvalResult:
+def evaluate(model: nn.Module, data: EvalData, decode_tokens: int = 32, batch: int = 2,
+             decoder: nn.Module | None = None) -> EvalResult:
+    """Perplexity and agreement of ``model``; decode tok/s of ``decoder`` (default: the model), which must
+    share its weights (``compare`` passes ``cpu_decode.fast_decoder(model)``)."""
     return EvalResult(
         ppl=perplexity(model, data.ppl_ids, batch),
         ppl_tokens=data.ppl_tokens,
         agreement=agreement(model, data.prompts, data.references),
         weight_bytes=weight_bytes(model),
-        tok_s=decode_tok_s(model, data.prompts[0], decode_tokens) if decode_tokens > 0 else float("nan"),
+        tok_s=decode_tok_s(decoder if decoder is not None else model, data.prompts[0], decode_tokens)
+        if decode_tokens > 0 else float("nan"),
     )
 
 

@@ -1,6 +1,7 @@
 // ch06's C++ kernels as one Python module (ch06_quantization/cpu_kernels.py builds it from this folder).
 #include <torch/extension.h>
 
+#include "qgemv.h"
 #include "ops.h"
 #include "simd.h"
 
@@ -9,6 +10,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemv_f32", &gemv_f32, "x (..., K) @ w.T for fp32 w (N, K), decode-shaped x");
   m.def("gemv_u8", &gemv_u8, "x @ dequant(q).T for per-channel uint8 q with scale and zero point");
   m.def("gemv_w8a8", &gemv_w8a8, "int8 weights x int8 activations (rounded per row), exact integer sums");
+  m.def("qgemv", &qgemv, "x @ ((q - z) * s).T for packed int4/int8 group-wise weights, int8 activations per 32");
+  m.def("qgemv_path", &qgemv_path, "the packed-weight GEMV path of this build: avx512_vnni, avx2 or scalar");
   m.def("pack_rows", &pack_rows, "(N, K) fp32 -> the one-stream-per-thread layout (N/4, K/8, 32)");
   m.def("gemv_f32_packed", &gemv_f32_packed, "x (M, K) @ w.T on pack_rows's layout");
   m.def("decode_forward", &decode_forward, "one fused decode step of a Llama model for up to T new tokens");

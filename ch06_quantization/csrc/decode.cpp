@@ -1,4 +1,4 @@
-// The whole decode step in one C++ call: fused layers on the CPU, fp32 or int8 weights (book 6.2; 7.4.2; 9.3).
+// The whole decode step in one C++ call: fused layers on the CPU, fp32, int8 or int4 weights (book 6.2; 7.4.2; 9.3).
 // Python side: ch06_quantization/cpu_decode.py (FusedDecoder); tests: tests/ch06/test_cpu_decode.py.
 #include <ATen/Parallel.h>
 #include <algorithm>
@@ -9,20 +9,27 @@
 #include "gemv.h"
 #include "ops.h"
 #include "packed.h"
+#include "qgemv.h"
 #include "simd.h"
 #include "w8a8.h"
 
-// One weight matrix (N, K): fp32 ``f`` (row-major, or in cpu_packed's layout); or uint8 ``q`` with per-row scale ``s`` and zero ``z`` (cpu_gemv's
-// weight-only int8); or int8 ``i8`` with per-row scale ``s`` (cpu_w8a8: activations rounded to int8 too).
+// One weight matrix (N, K), four tensors [w, s, z, perm]: fp32 ``f`` (row-major, or in cpu_packed's layout); or
+// uint8 ``q`` with per-row fp32 scale ``s`` and zero ``z`` (cpu_gemv's weight-only int8); or int8 ``i8`` with
+// per-row scale ``s`` (cpu_w8a8: activations rounded to int8 too); or cpu_qgemv's packed int4/int8 groups ``pq``.
 struct QMat {
   const float* f = nullptr; const uint8_t* q = nullptr; const int8_t* i8 = nullptr;
   const float* s = nullptr; const float* z = nullptr;
+  QWeight pq;
   int64_t N = 0, K = 0;
   bool packed = false;
 };
 
-static QMat qmat(const std::vector<at::Tensor>& t, size_t i) {   // t[i], t[i + 1], t[i + 2] = w, scale, zero
+static QMat qmat(const std::vector<at::Tensor>& t, size_t i) {   // t[i .. i + 3] = w, scale, zero, perm
   QMat m;
+  if (t[i].dim() == 3 && t[i].scalar_type() == at::kByte) {   // cpu_qgemv's (N, K/64, 32 or 64)
+    m.pq = qweight_of(t[i], t[i + 1], t[i + 2], t[i + 3]); m.N = m.pq.N; m.K = m.pq.K;
+    return m;
+  }
   if (t[i].dim() == 3) {   // cpu_packed's (N/PACK, K/8, PACK*8)
     m.packed = true; m.N = t[i].size(0) * PACK; m.K = t[i].size(1) * 8; m.f = t[i].data_ptr<float>();
     return m;
@@ -38,7 +45,8 @@ static QMat qmat(const std::vector<at::Tensor>& t, size_t i) {   // t[i], t[i + 
 }
 
 static void matvec(const QMat& w, const float* x, int64_t M, float* y, bool accumulate) {
-  if (w.packed) gemv_packed(x, M, w.K, w.f, w.N, y, accumulate);
+  if (w.pq.q) qgemv_rows(x, M, w.pq, y, accumulate);
+  else if (w.packed) gemv_packed(x, M, w.K, w.f, w.N, y, accumulate);
   else if (w.f) gemv_rows<float>(x, M, w.K, w.f, w.N, nullptr, nullptr, y, accumulate);
   else if (w.q) gemv_rows<uint8_t>(x, M, w.K, w.q, w.N, w.s, w.z, y, accumulate);
   else w8a8_rows(x, M, w.K, w.i8, w.N, w.s, y, accumulate);
@@ -115,8 +123,8 @@ static void attend(const float* q, int64_t ldq, const float* kc, const float* vc
 }
 
 // One decode (or verify) step for T new tokens at positions start..start+T-1 of one sequence.
-// w: 14 tensors per layer [ln1, qkv, s, z, o, s, z, ln2, gate|up, s, z, down, s, z] then [norm, head, s, z]
-// (s, z empty for fp32 weights). k_cache, v_cache: ContiguousKVCache's (L, 1, Hkv, S, D), written in place.
+// w: 18 tensors per layer [ln1, qkv x4, o x4, ln2, gate|up x4, down x4] then [norm, head x4], each matrix as
+// [w, s, z, perm] (what it does not use empty). k_cache, v_cache: ContiguousKVCache's (L, 1, Hkv, S, D), written in place.
 // Returns the logits (keep, V) of the last ``keep`` tokens.
 at::Tensor decode_forward(at::Tensor ids, int64_t start, int64_t keep, std::vector<at::Tensor> w,
                              at::Tensor embed, at::Tensor inv_freq, at::Tensor k_cache,
@@ -124,9 +132,9 @@ at::Tensor decode_forward(at::Tensor ids, int64_t start, int64_t keep, std::vect
   TORCH_CHECK(ids.dim() == 1 && ids.scalar_type() == at::kLong, "ids must be a 1-D int64 tensor");
   TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous() && k_cache.scalar_type() == at::kFloat &&
               k_cache.dim() == 5 && k_cache.size(1) == 1, "caches must be contiguous fp32 (L, 1, Hkv, S, D)");
-  const int64_t T = ids.size(0), L = (int64_t(w.size()) - 4) / 14, Hkv = k_cache.size(2), S = k_cache.size(3),
+  const int64_t T = ids.size(0), L = (int64_t(w.size()) - 5) / 18, Hkv = k_cache.size(2), S = k_cache.size(3),
                 D = k_cache.size(4), H = embed.size(1), Nq = num_heads * D, Nkv = Hkv * D;
-  TORCH_CHECK(int64_t(w.size()) == 14 * L + 4 && L >= 1, "expected 14 weight tensors per layer and 4 more, got ",
+  TORCH_CHECK(int64_t(w.size()) == 18 * L + 5 && L >= 1, "expected 18 weight tensors per layer and 5 more, got ",
               w.size());
   TORCH_CHECK(k_cache.size(0) >= L, "the cache has ", k_cache.size(0), " layers, the model ", L);
   TORCH_CHECK(T >= 1 && start + T <= S, "positions ", start, "..", start + T - 1, " do not fit a cache of ", S);
@@ -134,7 +142,7 @@ at::Tensor decode_forward(at::Tensor ids, int64_t start, int64_t keep, std::vect
   const float eps = float(eps_d);
   const int64_t* idp = ids.data_ptr<int64_t>();
   const float* E = embed.data_ptr<float>();
-  const int64_t I2 = qmat(w, 8).N, I = I2 / 2;
+  const int64_t I2 = qmat(w, 10).N, I = I2 / 2;
   std::vector<float> x(T * H), h(T * H), qkv(T * (Nq + 2 * Nkv)), att(T * Nq), gu(T * I2), act(T * I);
   std::vector<float> cs(T * D / 2), sn(T * D / 2);
   const float* inv = inv_freq.data_ptr<float>();
@@ -149,7 +157,7 @@ at::Tensor decode_forward(at::Tensor ids, int64_t start, int64_t keep, std::vect
   }
   const int64_t ldq = Nq + 2 * Nkv;
   for (int64_t l = 0; l < L; ++l) {
-    const size_t b = 14 * l;
+    const size_t b = 18 * l;
     float* kc = k_cache.data_ptr<float>() + l * Hkv * S * D;
     float* vc = v_cache.data_ptr<float>() + l * Hkv * S * D;
     rmsnorm(x.data(), w[b].data_ptr<float>(), T, H, eps, h.data());
@@ -164,17 +172,17 @@ at::Tensor decode_forward(at::Tensor ids, int64_t start, int64_t keep, std::vect
       }
     }
     attend(qkv.data(), ldq, kc, vc, S, T, num_heads, Hkv, D, start, att.data());
-    matvec(qmat(w, b + 4), att.data(), T, x.data(), true);          // x += W_o a
-    rmsnorm(x.data(), w[b + 7].data_ptr<float>(), T, H, eps, h.data());
-    matvec(qmat(w, b + 8), h.data(), T, gu.data(), false);
+    matvec(qmat(w, b + 5), att.data(), T, x.data(), true);          // x += W_o a
+    rmsnorm(x.data(), w[b + 9].data_ptr<float>(), T, H, eps, h.data());
+    matvec(qmat(w, b + 10), h.data(), T, gu.data(), false);
     for (int64_t t = 0; t < T; ++t)
       for (int64_t i = 0; i < I; ++i) {
         const float g = gu[t * I2 + i];
         act[t * I + i] = g / (1.f + std::exp(-g)) * gu[t * I2 + I + i];
       }
-    matvec(qmat(w, b + 11), act.data(), T, x.data(), true);         // x += W_down silu(g) * u
+    matvec(qmat(w, b + 14), act.data(), T, x.data(), true);         // x += W_down silu(g) * u
   }
-  const size_t f = 14 * L;
+  const size_t f = 18 * L;
   rmsnorm(x.data() + (T - keep) * H, w[f].data_ptr<float>(), keep, H, eps, h.data());
   const QMat head = qmat(w, f + 1);
   auto logits = at::empty({keep, head.N}, embed.options());

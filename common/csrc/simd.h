@@ -1,4 +1,5 @@
-// SIMD helpers shared by the book's CPU kernels (ch06's GEMVs and fused decoder; built by common/cpp_ext.py).
+// SIMD helpers shared by the book's CPU kernels (ch06's GEMVs, packed-weight GEMV and fused decoder; built by
+// common/cpp_ext.py).
 //
 // Every kernel has an ``#ifdef __AVX2__`` path and a scalar loop. common/cpp_ext.py compiles with
 // ``-march=native`` minus what ``LLMIC_SIMD`` takes back (``SIMD_CFLAGS``), so the macros below say what this
@@ -43,3 +44,18 @@ static inline int32_t hsum_i32(__m256i v) {      // the sum of 8 int32
   s = _mm_hadd_epi32(s, s); s = _mm_hadd_epi32(s, s); return _mm_cvtsi128_si32(s);
 }
 #endif
+
+// n fp16 values -> fp32 (F16C's vcvtph2ps where the build has it, else c10::Half's conversion)
+#include <c10/util/Half.h>
+#ifdef __F16C__
+#include <immintrin.h>
+#endif
+static inline void halves_to_floats(const c10::Half* h, int64_t n, float* out) {
+  int64_t i = 0;
+#ifdef __F16C__
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))));
+  for (; i < n; ++i) out[i] = _cvtsh_ss(h[i].x);
+#endif
+  for (; i < n; ++i) out[i] = float(h[i]);
+}

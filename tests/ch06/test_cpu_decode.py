@@ -32,19 +32,25 @@ def _steps(model, prompt: torch.Tensor, chunks: list[int]) -> tuple[list[torch.T
     return outs, cache
 
 
-@pytest.mark.parametrize("kind", ["fp32 packed", "fp32 row-major", "int8", "w8a8"])
+@pytest.mark.parametrize("kind", ["fp32 packed", "fp32 row-major", "int8", "w8a8", "int4 g64 packed"])
 def test_fused_step_equals_the_model(tiny_model, kind):
     """Decode (1 token) and verify-sized (5, 3 tokens) steps: same logits and K/V as the model's forward."""
     if kind == "int8":
         use_gemv(tiny_model, bits=8)  # the reference is the int8 model's own (dequantized) forward
     if kind == "w8a8":
         use_w8a8(tiny_model, max_rows=32)  # its own forward rounds the activations the same way
+    if kind == "int4 g64 packed":  # cpu_qgemv's kernel, per layer in the reference
+        from ch06_quantization.cpu_qgemv import use_packed
+        from ch06_quantization.rtn import QuantSpec, quantize_model_rtn
+
+        use_packed(quantize_model_rtn(tiny_model, QuantSpec(4, "group", 64)), max_rows=32,
+                   head=QuantSpec(8, "channel", symmetric=True))
     ref_model = copy.deepcopy(tiny_model)
     fused = FusedDecoder(tiny_model, packed=kind != "fp32 row-major")
     if kind == "fp32 packed":
         assert fused._tensors[1].dim() == 3  # pack_rows's (N/4, K/8, 32)
     prompt = torch.tensor([[5, 17, 42, 99, 3, 7, 11, 2, 64, 30, 1, 9, 8, 77, 12, 6, 40, 21]])  # 18 > max_rows
-    if kind == "w8a8":  # the prompt too goes through the W8A8 kernel in the reference
+    if kind in ("w8a8", "int4 g64 packed"):  # the prompt too goes through the kernel in the reference
         prompt = prompt[:, :16]
     with torch.inference_mode():
         want, c_want = _steps(ref_model, prompt, [1, 5, 1, 3])
@@ -78,10 +84,10 @@ def test_packing_shares_the_weights_and_a_self_draft_copies_nothing(tiny_model):
     draft.config = dataclasses.replace(tiny_model.config, num_layers=1)
     draft.layers = torch.nn.ModuleList(tiny_model.layers[:1])
     again = FusedDecoder(draft, packed=False)
-    assert again._tensors[1].data_ptr() == qkv.data_ptr() and again._tensors[8].data_ptr() == fused._tensors[8].data_ptr()
+    assert again._tensors[1].data_ptr() == qkv.data_ptr() and again._tensors[10].data_ptr() == fused._tensors[10].data_ptr()
     target = FusedDecoder(tiny_model)  # the pack_rows copies: a decoder over the first block reuses them
     reused = FusedDecoder(draft, reuse=target)
-    assert reused._tensors[1] is target._tensors[1] and reused._tensors[-3] is target._tensors[-3]  # qkv, LM head
+    assert reused._tensors[1] is target._tensors[1] and reused._tensors[-4] is target._tensors[-4]  # qkv, LM head
     assert FusedDecoder(draft)._tensors[1] is not target._tensors[1]
 
 

@@ -1,0 +1,233 @@
+"""Packed-weight GEMV on the CPU: int4 group-wise and int8 per-channel decode without dequantizing (book 6.2, 6.3.4).
+
+``rtn.QuantLinear`` (what RTN, GPTQ and AWQ produce in this chapter) keeps its weights as integers but
+dequantizes the whole matrix to fp32 in every ``forward``, so an int4 model decodes *slower* than fp32: it
+reads the packed bytes, writes and re-reads 4 bytes a weight, then runs the fp32 matmul. A batch-1 decode
+step reads every weight once, so bytes per weight should set its speed instead: int4 g64 is 0.5 B plus a
+fp16 scale and a uint8 zero per 64 columns (0.55 B), int8 per channel 1 B, fp32 4 B.
+
+:class:`PackedLinear` holds the same integers, scales and zero points (``w = (q - z) * s``; symmetric is
+``z = 8`` or ``128``), re-laid out once for the kernel in ``csrc/qgemv.cpp``:
+
+* weights in chunks of 64 columns: int8 one byte a column; int4 byte ``i`` = column ``i`` (low nibble) |
+  column ``i + 32`` (high nibble), so a chunk's low nibbles are one block of 32 and its high nibbles the next;
+* fp16 scales and uint8 zeros (N, K/G), G = group size (a multiple of 32) or K for per-channel;
+* GPTQ act-order (``g_idx``): columns sorted by group, and the kernel reads activation ``perm[k]`` for column k.
+
+Activations are rounded to int8 per block of 32 (``sx = absmax / 127``) once per call and every block's dot
+product is an exact int32 sum, ``sum_i xq_i (q_i - z)``, scaled by ``s * sx`` -- llama.cpp's Q4_0 x Q8_0
+idea (AVX-512 VNNI ``vpdpbusd``; AVX2 ``maddubs``/``madd``; a scalar loop), with our own layout and zero
+points. The path is fixed at build time from the CPU's flags (``common.cpu.simd_level``, capped by
+``LLMIC_SIMD``: each level is its own build, see ``common.cpp_ext``).
+
+Up to ``max_rows`` rows (decode, a verification pass) take the kernel; longer inputs (a prefill, a
+perplexity window) take ``F.linear`` on exactly ``QuantLinear``'s dequantized weight, so perplexities do not
+move. ``cpu_decode.FusedDecoder`` runs whole decode steps on the same tensors.
+
+    python -m ch06_quantization.cpu_qgemv            # the model's linears: fp32 vs int8 vs int4 g64 GEMV
+    python -m ch06_quantization.cpu_qgemv --smoke
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ch06_quantization.cpu_gemv import gemv_problem
+from ch06_quantization.rtn import QuantizedWeight, QuantLinear, QuantSpec, quantize_rtn
+
+BLOCK = 32  # activation columns per int8 scale
+CHUNK = 64  # weight columns per chunk of the layout
+
+
+def _module():
+    from ch06_quantization.cpu_kernels import module
+
+    return module()
+
+
+def qgemv_path() -> str:
+    """The path the kernel takes in this build: ``avx512_vnni``, ``avx2`` or ``scalar``."""
+    return _module().qgemv_path()
+
+
+def pack_int4(q: torch.Tensor) -> torch.Tensor:
+    """(N, K) integers 0..15 -> (N, K/64, 32) uint8: in each chunk, byte i = q[i] | q[i + 32] << 4."""
+    n, k = q.shape
+    c = q.to(torch.uint8).reshape(n, k // CHUNK, 2, CHUNK // 2)
+    return (c[:, :, 0] | (c[:, :, 1] << 4)).contiguous()
+
+
+def unpack_int4(p: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`pack_int4`: (N, K/64, 32) uint8 -> (N, K) uint8."""
+    return torch.stack([p & 0x0F, p >> 4], dim=2).reshape(p.shape[0], -1)
+
+
+def quantize_blocks(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per block of 32 of ``x (..., K)``: (int8 (..., K), fp32 scales (..., K/32)), the kernel's rounding."""
+    g = x.reshape(*x.shape[:-1], -1, BLOCK)
+    amax = g.abs().amax(dim=-1, keepdim=True)
+    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    return torch.round(g * (1.0 / scale)).to(torch.int8).reshape(x.shape), scale[..., 0]
+
+
+def group_size(qw: QuantizedWeight) -> int:
+    """Columns per scale of ``qw``: the spec's group size, or all of them per channel / per tensor."""
+    return qw.spec.group_size if qw.spec.granularity == "group" else qw.q.shape[1]
+
+
+def fits(qw: QuantizedWeight) -> str | None:
+    """None when the kernel takes ``qw``, else why not (one phrase)."""
+    k = qw.q.shape[1]
+    if qw.spec.bits not in (4, 8):
+        return f"{qw.spec.bits}-bit weights (the kernel has 4 and 8)"
+    if k % CHUNK:
+        return f"in_features {k} is not a multiple of {CHUNK}"
+    if group_size(qw) % BLOCK:
+        return f"group size {group_size(qw)} is not a multiple of {BLOCK}"
+    return None
+
+
+class PackedLinear(nn.Module):
+    """``QuantLinear``'s int4/int8 weights in the kernel's layout; ≤ ``max_rows`` rows run the C++ GEMV."""
+
+    def __init__(self, qw: QuantizedWeight, bias: torch.Tensor | None = None, max_rows: int = 16) -> None:
+        super().__init__()
+        problem = fits(qw)
+        if problem:
+            raise ValueError(f"the packed GEMV cannot take this weight: {problem}")
+        n, k = qw.q.shape
+        self.out_features, self.in_features, self.bits, self.max_rows = n, k, qw.spec.bits, max_rows
+        self.group = group_size(qw)
+        scales, zeros = qw.scales.expand(n, -1), qw.zeros.expand(n, -1)  # per tensor: one row for all
+        q, perm = qw.q, None
+        if qw.g_idx is not None:  # act-order: sort the columns by group, the kernel gathers x by perm
+            order = torch.argsort(qw.g_idx.long(), stable=True)
+            if not torch.equal(qw.g_idx.long()[order], torch.arange(k) // self.group):
+                raise ValueError("g_idx does not give every group exactly group_size columns")
+            if not torch.equal(order, torch.arange(k)):
+                q, perm = q[:, order], order.to(torch.int32)
+        packed = pack_int4(q) if self.bits == 4 else q.to(torch.uint8).reshape(n, k // CHUNK, CHUNK).contiguous()
+        self.register_buffer("pq", packed)
+        self.register_buffer("ps", scales.to(torch.float16).contiguous())  # (N, K/G); scales are fp16 values already
+        self.register_buffer("pz", zeros.to(torch.uint8).contiguous())
+        self.register_buffer("perm", torch.empty(0, dtype=torch.int32) if perm is None else perm)
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+
+    @classmethod
+    def from_quant_linear(cls, layer: QuantLinear, max_rows: int = 16) -> PackedLinear:
+        return cls(layer.quantized_weight(), layer.bias, max_rows)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, spec: QuantSpec, max_rows: int = 16) -> PackedLinear:
+        """RTN-quantize an fp32 ``nn.Linear`` (e.g. the LM head) straight into the kernel's layout."""
+        return cls(quantize_rtn(linear.weight, spec), linear.bias, max_rows)
+
+    def _kernel_order_q(self) -> torch.Tensor:
+        q = unpack_int4(self.pq) if self.bits == 4 else self.pq.reshape(self.out_features, -1)
+        return q.float()
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """(N, K) fp32, element for element what ``QuantLinear.dequantized_weight`` gives: ``(q - z) * s``."""
+        q = self._kernel_order_q()
+        s = self.ps.float().repeat_interleave(self.group, dim=1)
+        z = self.pz.float().repeat_interleave(self.group, dim=1)
+        w = (q - z) * s
+        if self.perm.numel():
+            out = torch.empty_like(w)
+            out[:, self.perm.long()] = w
+            w = out
+        return w
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The kernel's arithmetic in torch: activations rounded per block of 32, block sums exact in fp64."""
+        x2 = x.reshape(-1, self.in_features)
+        if self.perm.numel():
+            x2 = x2[:, self.perm.long()]
+        xq, sx = quantize_blocks(x2)
+        b = self.in_features // BLOCK
+        q = (self._kernel_order_q().double() - self.pz.double().repeat_interleave(self.group, 1)).reshape(
+            self.out_features, b, BLOCK)
+        sums = torch.einsum("mbi,nbi->mnb", xq.double().reshape(-1, b, BLOCK), q)  # exact integers
+        sw = self.ps.double().repeat_interleave(self.group // BLOCK, dim=1)  # (N, blocks)
+        y = (sums * sx.double()[:, None, :] * sw[None]).sum(-1).float()
+        y = y.reshape(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() // self.in_features > self.max_rows or x.dtype != torch.float32 or x.device.type != "cpu":
+            return F.linear(x, self.dequantized_weight().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+        y = _module().qgemv(x, self.pq, self.ps, self.pz, self.perm)
+        return y if self.bias is None else y + self.bias
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self.buffers())
+
+    def extra_repr(self) -> str:
+        g = "per-channel" if self.group == self.in_features else f"g{self.group}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, int{self.bits} {g} C++ GEMV"
+
+
+def use_packed(model: nn.Module, max_rows: int = 16, head: QuantSpec | None = None) -> int:
+    """Replace every ``QuantLinear`` the kernel takes by a :class:`PackedLinear`, in place; return how many.
+
+    ``head``: also RTN-quantize ``model.lm_head`` (an fp32 ``nn.Linear``, tied to the embedding, which stays
+    fp32) with that spec -- the chapter's methods leave it in fp32, llama.cpp's Q4_0 files quantize it.
+    """
+    problem = gemv_problem()
+    if problem:
+        raise ValueError(f"cannot build the packed GEMV: {problem}")
+    _module()
+    swaps = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
+             if isinstance(child, QuantLinear) and fits(child.quantized_weight()) is None]
+    for parent, name, child in swaps:
+        setattr(parent, name, PackedLinear.from_quant_linear(child, max_rows))
+    if head is not None and type(getattr(model, "lm_head", None)) is nn.Linear:
+        model.lm_head = PackedLinear.from_linear(model.lm_head, head, max_rows)
+        swaps.append(None)
+    return len(swaps)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ch04_kvcache.model import LlamaModel
+    from ch06_quantization.cpu_gemv import GemvLinear, time_linears
+    from common.bench import stamp_dict
+    from common.cli import add_common_args, friendly_errors, make_parser
+    from common.report import emit_json, print_table
+
+    parser = make_parser("python -m ch06_quantization.cpu_qgemv", __doc__)
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    with friendly_errors():
+        model = LlamaModel.from_pretrained(args.model, load_format=args.load_format).float().eval()
+        plain = [m for m in model.modules() if isinstance(m, nn.Linear) and m.in_features % CHUNK == 0]
+        plain = plain[: 14 if args.smoke else None]
+        int8, int4 = QuantSpec(8, "channel", symmetric=True), QuantSpec(4, "group", 64)
+        kinds = {"fp32 gemv": [GemvLinear(m, 32) for m in plain],
+                 "int8 packed": [PackedLinear.from_linear(m, int8) for m in plain],
+                 "int4 g64 packed": [PackedLinear.from_linear(m, int4) for m in plain]}
+        rows = []
+        for m_rows in (1, 4):
+            t = {k: time_linears(v, m_rows, 2 if args.smoke else 5) for k, v in kinds.items()}
+            rows.append({"rows": m_rows, **{f"{k} ms": 1e3 * v for k, v in t.items()},
+                         "int8 vs fp32": t["fp32 gemv"] / t["int8 packed"],
+                         "int4 vs fp32": t["fp32 gemv"] / t["int4 g64 packed"]})
+        x = torch.randn(1, plain[0].in_features)
+        with torch.inference_mode():
+            ref = plain[0](x)
+            err = ((kinds["int4 g64 packed"][0](x) - ref).norm() / ref.norm()).item()
+        if not args.json:
+            print_table(rows, title=f"{len(plain)} linears, one pass each, path {qgemv_path()}, "
+                                    f"{torch.get_num_threads()} threads")
+            print(f"relative error of int4 g64 vs fp32 on the first layer, one random row: {err:.4f}")
+        emit_json({"linears": len(plain), "qgemv_path": qgemv_path(), "rows_1": rows[0], "rows_4": rows[1],
+                   "int4_vs_fp32_1_row": rows[0]["int4 vs fp32"], "int8_vs_fp32_1_row": rows[0]["int8 vs fp32"],
+                   "int4_rel_error_first_layer": err,
+                   "hardware": stamp_dict(dtype="fp32+int4", torch_threads=torch.get_num_threads())})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
