@@ -15,6 +15,7 @@ TGI and TensorRT-LLM are cited rows: GPU servers, not run here, given no number.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -106,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=positive_int, default=8, help="max_num_seqs / static batch size")
     parser.add_argument("--max-num-batched-tokens", type=positive_int, default=512)
     parser.add_argument("--no-vllm", action="store_true", help="skip vLLM even if .venv-vllm exists")
+    parser.add_argument("--decode-kernel", choices=("auto", "cpp", "torch"), default="auto",
+                        help="our engine's decode attention: auto = ch04's C++ paged operator where it builds, "
+                             "torch = gather + SDPA (no C++ build)")
     args = parser.parse_args(argv)
     with friendly_errors():
         from ch05_scheduling.engine import EngineConfig, LLMEngine
@@ -113,16 +117,18 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.smoke:
             args.n, args.max_output, args.max_prompt, args.batch = 2, 4, 64, 2
+        load_before = os.getloadavg()[0]
         engine = LLMEngine(EngineConfig(model=args.model, device=args.device, dtype=args.dtype,
                                         load_format=args.load_format, seed=args.seed, max_num_seqs=args.batch,
                                         max_num_batched_tokens=args.max_num_batched_tokens,
-                                        enable_prefix_caching=True))
+                                        enable_prefix_caching=True, decode_kernel=args.decode_kernel))
         trace = sharegpt_trace(engine.tokenizer, args.n, args.seed, max_output=args.max_output,
                                max_prompt=args.max_prompt)
         ours_row, ours = run_ours(args, trace, engine)
         rows = [ours_row, run_vllm_row(args, trace, engine, ours), run_transformers(args, trace, engine),
                 run_llama_cpp(args, trace, ours)]
         ours_row.same_as_ours = 1.0
+        load_after = os.getloadavg()[0]
         hf = rows[2].tok_s
 
         def vs(x: float | None, y: float | None) -> float | None:
@@ -131,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             print(f"workload: {len(trace)} ShareGPT requests, {sum(r.output_len for r in trace)} output tokens, "
                   f"prompts {min(r.prompt_len for r in trace)}-{max(r.prompt_len for r in trace)} tokens, batch "
-                  f"{args.batch}, {torch.get_num_threads()} threads, greedy\n")
+                  f"{args.batch}, {torch.get_num_threads()} threads, greedy; 1-min load average {load_before:.1f} before, "
+                  f"{load_after:.1f} after (above the core count, other processes shared the CPU)\n")
             print_table([{"framework": r.framework, "tok/s": r.tok_s if r.tok_s else "null",
                           "x transformers": vs(r.tok_s, hf) or "-", "ours / it": vs(ours_row.tok_s, r.tok_s) or "-",
                           "same tokens as ours": r.same_as_ours if r.same_as_ours is not None else "-",
@@ -154,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             "llama_cpp_tok_s": by[RUN[3].name].tok_s,
             "engine_vs_transformers": vs(ours_row.tok_s, hf), "engine_vs_vllm": vs(ours_row.tok_s, by[RUN[1].name].tok_s),
             "engine_vs_llama_cpp": vs(ours_row.tok_s, by[RUN[3].name].tok_s),
+            "load_avg_1m_before": load_before, "load_avg_1m_after": load_after, "cpu_count": os.cpu_count(),
             "cited": [asdict(f) for f in CITED], "hardware": stamp_dict(),
         })
     return 0

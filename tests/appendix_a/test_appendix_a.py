@@ -75,7 +75,7 @@ def small_model(tmp_path_factory, embedded_model_dir: Path) -> Path:
 
 
 def test_compare_smoke_runs_ours_and_transformers(small_model, capsys):
-    assert compare.main(["--smoke", "--model", str(small_model)]) == 0
+    assert compare.main(["--smoke", "--model", str(small_model), "--decode-kernel", "torch"]) == 0
     out = capsys.readouterr().out
     payload = parse_json_line(out)
     assert payload["engine_tok_s"] > 0 and payload["transformers_tok_s"] > 0
