@@ -9,9 +9,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 ORDER = {
-    "common": 0, "ch02_gpu": 2, "ch03_env": 3, "ch04_kvcache": 4, "ch05_scheduling": 5,
+    "common": 0, "ch01_economics": 1, "ch02_gpu": 2, "ch03_env": 3, "ch04_kvcache": 4, "ch05_scheduling": 5,
     "ch06_quantization": 6, "ch07_speculative": 7, "ch08_production": 8, "ch09_advanced": 9,
-    "appendix_c_benchmarks": 99,
+    "appendix_a": 97, "appendix_b": 98, "appendix_c_benchmarks": 99,
 }
 
 
@@ -54,7 +54,7 @@ def test_checker_catches_a_later_chapter_import(tmp_path):
 
 
 def test_package_list_matches_the_folders():
-    chapters = {p.name for p in REPO.iterdir() if p.is_dir() and re.match(r"(ch\d\d_|appendix_c)", p.name)}
+    chapters = {p.name for p in REPO.iterdir() if p.is_dir() and re.match(r"(ch\d\d_|appendix_)", p.name)}
     assert chapters == set(ORDER) - {"common"}
 
 

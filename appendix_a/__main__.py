@@ -1,0 +1,5 @@
+import sys
+
+from appendix_a.compare import main
+
+sys.exit(main())

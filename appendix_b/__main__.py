@@ -1,0 +1,5 @@
+import sys
+
+from appendix_b.diagnose import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from ch01_economics.cost import main
+
+sys.exit(main())
