@@ -100,7 +100,7 @@ def sampling_params(state: ServerState, body: P.CompletionRequest | P.ChatComple
             presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
             repetition_penalty=1.0 if body.repetition_penalty is None else body.repetition_penalty,
             logprobs=body.num_logprobs() if chat else body.logprobs,
-            include_stop_str_in_output=body.include_stop_str_in_output)
+            include_stop_str_in_output=body.include_stop_str_in_output, n=body.n)
     except SamplingParamsError as exc:
         state.metrics.rejected.labels("invalid").inc()
         raise APIError(400, f"invalid '{exc.field}': {exc}", param=exc.field) from None
@@ -139,7 +139,7 @@ async def handle(state: ServerState, request: Request, body: P.CompletionRequest
         raise APIError(400, "the request was refused by this server's content-safety policy; rephrase it",
                        param="messages" if chat else "prompt", code="content_policy_violation")
     key_id = request.state.key_id
-    reserved = len(ids) + max_tokens
+    reserved = len(ids) + params.n * max_tokens   # every choice may run to max_tokens
     decision = state.limiter.acquire(key_id, reserved)
     if not decision.allowed:
         state.metrics.rejected.labels("rate_limit").inc()
@@ -152,6 +152,13 @@ async def handle(state: ServerState, request: Request, body: P.CompletionRequest
         raise
     if admission.fallback_reason:
         state.metrics.fallback.labels(admission.fallback_reason).inc()
+    limit_n = getattr(admission.backend, "max_n", None)   # the engine runs a request's n choices at once
+    most = limit_n(len(ids), max_tokens) if limit_n is not None and params.n > 1 else params.n
+    if params.n > most:
+        state.limiter.refund(key_id, reserved)
+        state.metrics.rejected.labels("invalid").inc()
+        raise APIError(400, f"'n' is {params.n} but this server runs at most {most} choices of a request this "
+                            f"long at once (its batch seats and KV cache); lower n or max_tokens", param="n")
     rid = new_request_id("chatcmpl" if chat else "cmpl")
     trace = request.state.trace
     gen = GenerationRequest(rid, tuple(ids), params, prompt_text, trace.header())
@@ -166,7 +173,7 @@ async def handle(state: ServerState, request: Request, body: P.CompletionRequest
     def finish() -> None:
         state.inflight -= 1
         cost = state.metrics.cost.finish(cost_token)
-        state.limiter.refund(key_id, max_tokens - record.completion_tokens)
+        state.limiter.refund(key_id, params.n * max_tokens - record.completion_tokens)
         reason = record.finish_reason or "abort"
         if record.finish_reason or record.completion_tokens:
             state.metrics.observe_finished(prompt_tokens=len(ids), completion_tokens=record.completion_tokens,
@@ -185,17 +192,20 @@ async def handle(state: ServerState, request: Request, body: P.CompletionRequest
     token_text = _token_texter(admission.backend.tokenizer) if params.logprobs is not None else None
     if body.stream:
         usage_on = bool(body.stream_options and body.stream_options.include_usage)
-        return SSEResponse(_sse_events(events, finish, record, rid, model, created, chat, usage_on, token_text),
+        return SSEResponse(_sse_events(events, finish, record, rid, model, created, chat, usage_on, token_text,
+                                       params.n),
                            media_type="text/event-stream", headers=SSE_HEADERS)
-    text_parts: list[str] = []
-    logprobs: list = []
+    text_parts: list[list[str]] = [[] for _ in range(params.n)]
+    logprobs: list[list] = [[] for _ in range(params.n)]
+    finishes: list[str | None] = [None] * params.n
     error: list[APIError] = []
 
     async def collect() -> None:
         try:
             async for ev in events:
-                text_parts.append(ev.text)
-                logprobs.extend(ev.logprobs)
+                text_parts[ev.index].append(ev.text)
+                logprobs[ev.index].extend(ev.logprobs)
+                finishes[ev.index] = ev.finish_reason or finishes[ev.index]
         except APIError as exc:  # kept out of the task group, which would wrap it in an ExceptionGroup
             error.append(exc)
 
@@ -216,22 +226,28 @@ async def handle(state: ServerState, request: Request, body: P.CompletionRequest
         raise error[0]
     if record.finish_reason is None:
         return Response(status_code=499)  # client closed the request; nobody reads this
-    text, fin = "".join(text_parts), P.openai_finish(record.finish_reason)
-    lp_body = None
-    if token_text is not None:
-        lp_body = P.chat_logprobs(logprobs, token_text) if chat else P.completion_logprobs(logprobs, token_text)
+    choices = []
+    for i in range(params.n):
+        lp_body = None
+        if token_text is not None:
+            lp_body = (P.chat_logprobs(logprobs[i], token_text) if chat
+                       else P.completion_logprobs(logprobs[i], token_text))
+        choices.append(P.Choice(i, "".join(text_parts[i]), P.openai_finish(finishes[i]), lp_body))
     build = P.chat_body if chat else P.completion_body
-    return JSONResponse(build(rid, model, text, fin, len(ids), record.completion_tokens, created, lp_body))
+    c0 = choices[0]
+    return JSONResponse(build(rid, model, c0.text, c0.finish_reason, len(ids), record.completion_tokens, created,
+                              c0.logprobs, choices))
 
 
 async def _sse_events(events: AsyncIterator, finish: Any, record: RequestRecord, rid: str, model: str,
                       created: int, chat: bool, usage_on: bool, token_text: P.TokenText | None = None,
-                      ) -> AsyncIterator[str]:
+                      n: int = 1) -> AsyncIterator[str]:
     obj = "chat.completion.chunk" if chat else "text_completion"
-    offset = 0  # text_offset of the next token (completions logprobs)
+    offsets = [0] * n  # text_offset of each choice's next token (completions logprobs)
     try:
-        if chat:
-            yield sse(P.chat_chunk(rid, model, {"role": "assistant", "content": ""}, None, created))
+        if chat:  # the role first, once per choice (as OpenAI and vLLM)
+            for i in range(n):
+                yield sse(P.chat_chunk(rid, model, {"role": "assistant", "content": ""}, None, created, index=i))
         try:
             async for ev in events:
                 fin = P.openai_finish(ev.finish_reason)
@@ -240,13 +256,13 @@ async def _sse_events(events: AsyncIterator, finish: Any, record: RequestRecord,
                     if chat:
                         lp = P.chat_logprobs(ev.logprobs, token_text)
                     else:
-                        lp = P.completion_logprobs(ev.logprobs, token_text, offset)
-                        offset += sum(len(t) for t in lp["tokens"])
+                        lp = P.completion_logprobs(ev.logprobs, token_text, offsets[ev.index])
+                        offsets[ev.index] += sum(len(t) for t in lp["tokens"])
                 if chat:
                     yield sse(P.chat_chunk(rid, model, {"content": ev.text} if ev.text or not fin else {}, fin,
-                                          created, lp))
+                                          created, lp, ev.index))
                 else:
-                    yield sse(P.completion_chunk(rid, model, ev.text, fin, created, lp))
+                    yield sse(P.completion_chunk(rid, model, ev.text, fin, created, lp, ev.index))
         except APIError as exc:
             yield sse(exc.body())
         if usage_on:

@@ -3,7 +3,9 @@
 :func:`run_generation` wraps a backend's token stream and yields text events. It is the single place
 where a request ends, whatever the reason, and it always closes the backend stream in ``finally``: a
 client disconnect (the task is cancelled), a timeout, a stop string and a content-filter hit all
-abort the backend request and free its KV blocks the same way.
+abort the backend request and free its KV blocks the same way. With ``n > 1`` every choice has its own
+stop matcher and filter check; a choice that ends here (a stop string) is finished for the client and
+its later chunks are dropped, and the request ends when every choice has.
 """
 
 from __future__ import annotations
@@ -39,9 +41,14 @@ class RequestRecord:
     finish_reason: str | None = None
     text: str = ""
 
-    def tokens_arrived(self, n: int) -> None:
+    def tokens_arrived(self, n: int, timed: bool = True) -> None:
+        """Count ``n`` tokens; ``timed=False`` (the other choices of an n > 1 request) skips the timings,
+        which follow one choice so a step's n chunks do not look like n tokens apart."""
         now = time.perf_counter()
         if n <= 0:
+            return
+        if not timed:
+            self.completion_tokens += n
             return
         if self.t_first is None:
             self.t_first = now
@@ -67,6 +74,7 @@ class TextEvent:
     text: str
     finish_reason: str | None = None
     logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens that arrived with this event (when asked for)
+    index: int = 0                           # the choice (n > 1)
 
 
 class _StopMatcher:
@@ -104,7 +112,9 @@ async def run_generation(backend: Backend, request: GenerationRequest, record: R
                          ) -> AsyncIterator[TextEvent]:
     """Yield text events until the request finishes; raise :class:`APIError` for failures."""
     deadline = time.perf_counter() + timeout_s
-    stops = _StopMatcher(request.params.stop, request.params.include_stop_str_in_output)
+    n = request.params.n
+    stops = [_StopMatcher(request.params.stop, request.params.include_stop_str_in_output) for _ in range(n)]
+    texts, reasons = [""] * n, [None] * n
     stream = backend.stream(request)
     try:
         while True:
@@ -118,22 +128,29 @@ async def run_generation(backend: Backend, request: GenerationRequest, record: R
                 raise BackendError("the backend ended the stream without a finish reason") from None
             except asyncio.TimeoutError:
                 continue  # the deadline check above raises
-            record.tokens_arrived(len(chunk.token_ids))
-            text, stopped = stops.feed(chunk.text)
+            i = chunk.index
+            if not 0 <= i < n or reasons[i] is not None:
+                continue  # a choice that already ended here (a stop string): the backend's tail is dropped
+            record.tokens_arrived(len(chunk.token_ids), timed=i == reasons.index(None))
+            text, stopped = stops[i].feed(chunk.text)
             finish = "stop" if stopped else chunk.finish_reason
             if finish and not stopped:
-                text += stops.flush()
-            if output_filter is not None and text and not output_filter.check(record.text + text).allowed:
-                record.finish_reason = "content_filter"
-                yield TextEvent("", "content_filter")
-                return
-            record.text += text
+                text += stops[i].flush()
             lps = chunk.logprobs or ()
+            if output_filter is not None and text and not output_filter.check(texts[i] + text).allowed:
+                text, finish, lps = "", "content_filter", ()
+            texts[i] += text
+            if i == 0:
+                record.text = texts[0]
             if finish:
-                record.finish_reason = finish
-                yield TextEvent(text, finish, lps)
-                return
-            yield TextEvent(text, None, lps)  # one event per engine step, even when the text is held back (as vLLM)
+                reasons[i] = finish
+                if None not in reasons:
+                    record.finish_reason = reasons[0]
+                yield TextEvent(text, finish, lps, i)
+                if record.finish_reason is not None:
+                    return
+                continue
+            yield TextEvent(text, None, lps, i)  # one event per engine step, even when the text is held back (as vLLM)
     except APIError:
         raise
     except BackendUnavailable as exc:

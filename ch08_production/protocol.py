@@ -9,7 +9,8 @@ Sampling fields: OpenAI's ``temperature``, ``top_p``, ``seed``, ``stop``, ``pres
 ``frequency_penalty``, chat ``logprobs``/``top_logprobs`` and completions ``logprobs: k``; vLLM's
 ``top_k``, ``min_p``, ``repetition_penalty``, ``ignore_eos`` and ``include_stop_str_in_output``. Chat
 messages take ``content`` as a string or a list of ``{"type": "text", "text": ...}`` parts (joined with
-newlines, as vLLM does); role ``developer`` is treated as ``system``. Logprobs are the raw model's
+newlines, as vLLM does); role ``developer`` is treated as ``system``. ``n`` (1..``MAX_N``) asks for several choices; streamed
+chunks carry each choice's ``index`` and usage counts every choice's tokens (the prompt once). Logprobs are the raw model's
 (before penalties and temperature), vLLM V1's default; they come back in OpenAI's two shapes, built by
 :func:`chat_logprobs` and :func:`completion_logprobs`.
 """
@@ -18,12 +19,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ch04_kvcache.sampling import MAX_LOGPROBS, TokenLogprob
 
+MAX_N = 16  # choices per request (OpenAI documents no limit; vLLM none either); each one is a sequence
 MAX_STOP = 4
 MAX_STOP_LEN = 256
 MAX_PROMPT_CHARS = 200_000
@@ -69,7 +72,7 @@ class _Common(_Strict):
     top_k: Annotated[int, Field(ge=-1, le=100_000)] | None = None  # vLLM extension; -1/0 = off
     min_p: Prob | None = None                                          # vLLM extension; 0 = off
     repetition_penalty: Annotated[float, Field(gt=0.0, le=2.0)] | None = None  # vLLM extension; 1 = off
-    n: int = 1
+    n: Annotated[int, Field(ge=1, le=MAX_N)] = 1  # choices; the engine prefills once and forks the KV blocks
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
@@ -79,15 +82,6 @@ class _Common(_Strict):
     user: Annotated[str, Field(max_length=256)] | None = None
     ignore_eos: bool = False  # vLLM extension used by serving benchmarks: generate exactly max_tokens
     include_stop_str_in_output: bool = False  # vLLM extension
-
-    @field_validator("n")
-    @classmethod
-    def _n(cls, v: int) -> int:
-        if v != 1:
-            raise ValueError("only n=1 is supported: several choices per request need the request's KV blocks "
-                             "forked copy-on-write, which this server does not do yet; send n=1 (or leave it "
-                             "out) and repeat the request with different seeds")
-        return v
 
     @field_validator("stop")
     @classmethod
@@ -277,31 +271,49 @@ def completion_logprobs(entries: Sequence[TokenLogprob], token_text: TokenText, 
     return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
 
 
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """One finished choice of a non-streaming answer (``n`` of them when the request asked for n)."""
+
+    index: int
+    text: str
+    finish_reason: str | None
+    logprobs: dict[str, Any] | None = None
+
+
 def completion_body(rid: str, model: str, text: str, finish: str | None, p_tok: int, c_tok: int,
-                    created: int | None = None, logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+                    created: int | None = None, logprobs: dict[str, Any] | None = None,
+                    choices: Sequence[Choice] | None = None) -> dict[str, Any]:
+    """A text completion; ``choices`` (n > 1) replaces the single ``text``/``finish``/``logprobs`` choice.
+    ``c_tok`` counts every choice's tokens, ``p_tok`` the prompt once (as OpenAI bills it)."""
+    choices = choices or [Choice(0, text, finish, logprobs)]
     return {"id": rid, "object": "text_completion", "created": created or int(time.time()), "model": model,
-            "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}],
+            "choices": [{"index": c.index, "text": c.text, "logprobs": c.logprobs, "finish_reason": c.finish_reason}
+                        for c in choices],
             "usage": usage(p_tok, c_tok)}
 
 
 def completion_chunk(rid: str, model: str, text: str, finish: str | None, created: int,
-                     logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+                     logprobs: dict[str, Any] | None = None, index: int = 0) -> dict[str, Any]:
     return {"id": rid, "object": "text_completion", "created": created, "model": model,
-            "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}]}
+            "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}]}
 
 
 def chat_body(rid: str, model: str, text: str, finish: str | None, p_tok: int, c_tok: int,
-              created: int | None = None, logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+              created: int | None = None, logprobs: dict[str, Any] | None = None,
+              choices: Sequence[Choice] | None = None) -> dict[str, Any]:
+    """A chat completion; ``choices`` as in :func:`completion_body`."""
+    choices = choices or [Choice(0, text, finish, logprobs)]
     return {"id": rid, "object": "chat.completion", "created": created or int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "logprobs": logprobs, "finish_reason": finish}],
+            "choices": [{"index": c.index, "message": {"role": "assistant", "content": c.text},
+                         "logprobs": c.logprobs, "finish_reason": c.finish_reason} for c in choices],
             "usage": usage(p_tok, c_tok)}
 
 
 def chat_chunk(rid: str, model: str, delta: dict[str, str], finish: str | None, created: int,
-               logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+               logprobs: dict[str, Any] | None = None, index: int = 0) -> dict[str, Any]:
     return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
+            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
 
 
 def usage_chunk(rid: str, model: str, obj: str, created: int, p_tok: int, c_tok: int) -> dict[str, Any]:

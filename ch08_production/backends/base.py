@@ -9,8 +9,9 @@ held (KV blocks in the engine backend): that is how a client disconnect becomes 
 Backends: ``engine`` (ch05's continuous-batching engine, the default when it is installed),
 ``transformers`` (a real model, one sequence at a time) and ``vllm`` (a proxy to a vLLM server).
 How to sample is ch04's :class:`~ch04_kvcache.sampling.SamplingParams`, the one every engine in the
-repository uses (temperature, top-k/top-p/min-p, seed, penalties, logprobs); all three backends honour
-every field of it. A chunk carries the logprobs of its tokens when the request asked for them.
+repository uses (temperature, top-k/top-p/min-p, seed, penalties, logprobs, ``n``); all three backends
+honour every field of it (``n > 1``: the engine forks one prefill copy-on-write, the transformers backend
+runs the choices one after another, vLLM gets ``n``; choice i samples with seed + i). A chunk carries the logprobs of its tokens when the request asked for them.
 """
 
 from __future__ import annotations
@@ -48,12 +49,14 @@ class GenerationRequest:
 
 @dataclass(frozen=True, slots=True)
 class StreamChunk:
-    """New output since the previous chunk. The last chunk of a stream carries ``finish_reason``."""
+    """New output of one choice since its previous chunk; its last chunk carries ``finish_reason``. With
+    ``params.n > 1`` a stream interleaves the chunks of choices ``index`` 0..n-1 and ends when all finished."""
 
     token_ids: tuple[int, ...]
     text: str
     finish_reason: str | None = None
     logprobs: tuple[TokenLogprob, ...] | None = None  # one per token in token_ids, when the request asked
+    index: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@
 ch05's :class:`AsyncLLMEngine` already runs the engine on one dedicated thread that owns it (the event
 loop only sends adds and aborts, and receives each step's outputs with ``call_soon_threadsafe``), and
 closing a stream early waits until the request's KV blocks are free. This backend only adapts it to the
-server's :class:`Backend` protocol: request and chunk types, errors (a request that cannot fit is
+server's :class:`Backend` protocol: request and chunk types (``n > 1`` is the engine's own parallel
+sampling on forked blocks; each choice's news becomes a chunk with its ``index``), errors (a request that cannot fit is
 :class:`BackendUnavailable`; a failed ``step()`` fails every in-flight request with
 :class:`BackendError` and makes the backend unhealthy), stats for ``/metrics``, and :meth:`restart`,
 which builds a fresh engine around the already-loaded weights.
@@ -90,6 +91,21 @@ class EngineBackend:
                             num_total_blocks=bm.num_blocks,
                             num_preemptions=self._preemptions_before + s.num_preemptions, healthy=a.healthy)
 
+    def max_n(self, prompt_len: int, max_tokens: int) -> int:
+        """The most choices one request of this shape can have on this engine: all n run at once (the
+        scheduler's seat cap) and their worst-case blocks (the prompt's full blocks once, the rest per
+        choice, as :meth:`SequenceGroup.max_blocks`) fit the cache. The server turns a larger n into a 400."""
+        e = self.engine
+        if e is None:
+            return 1
+        s = e.scheduler
+        cfg = s.config
+        bs = cfg.block_size
+        worst = min(prompt_len + max_tokens, cfg.max_model_len)
+        shared = prompt_len // bs
+        per_choice = max(1, -(-worst // bs) - shared)
+        return max(1, min(s.policy.max_running(cfg.max_num_seqs), (cfg.num_blocks - shared) // per_choice))
+
     # ---------------------------------------------------------------- the API
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
@@ -100,11 +116,22 @@ class EngineBackend:
         # which applies them the same way for every backend
         params = dataclasses.replace(request.params, stop=()) if request.params.stop else request.params
         outputs = a.stream(list(request.prompt_token_ids), params)
+        reported: set[int] = set()  # n > 1: choices whose finish was already sent
         try:
             async for out in outputs:
-                lps = tuple(out.new_logprobs) if out.new_logprobs is not None else None
-                yield StreamChunk(tuple(out.new_token_ids), out.new_text, out.finish_reason if out.finished else None,
-                                  lps)
+                if out.outputs is None:   # n = 1: one chunk per engine output, as always
+                    lps = tuple(out.new_logprobs) if out.new_logprobs is not None else None
+                    yield StreamChunk(tuple(out.new_token_ids), out.new_text,
+                                      out.finish_reason if out.finished else None, lps)
+                    continue
+                for c in out.outputs:     # the engine's n choices: those with news this step
+                    if c.index in reported or not (c.new_token_ids or c.finished):
+                        continue
+                    if c.finished:
+                        reported.add(c.index)
+                    lps = tuple(c.new_logprobs) if c.new_logprobs is not None else None
+                    yield StreamChunk(tuple(c.new_token_ids), c.new_text, c.finish_reason if c.finished else None,
+                                      lps, c.index)
         except EngineStopped as exc:
             raise BackendUnavailable(str(exc)) from exc
         except ValueError as exc:  # UsageError from add_request: the request cannot fit this engine

@@ -6,7 +6,9 @@ model's own KV cache, so the event loop stays free to accept connections and str
 picked by ch04's :func:`~ch04_kvcache.sampling.sample_next`, the sampler of every engine here, so
 penalties, min_p, top_k and logprobs mean the same as on the engine backend. Each token (with its
 logprobs) is handed to the request's ``asyncio.Queue`` with ``call_soon_threadsafe``; closing the stream
-sets an abort flag the worker checks every step.
+sets an abort flag the worker checks every step. ``n > 1`` runs the choices one after another (choice i
+with seed + i, the engine's rule), prefilling the prompt for each: this backend shares nothing, the
+engine backend forks one prefill.
 
 Run it behind the server: ``python -m ch08_production.server --backend transformers``.
 """
@@ -25,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ch04_kvcache.sampling import sample_next
+from ch04_kvcache.sampling import choice_params, sample_next
 from ch08_production.backends.base import (
     BackendError,
     BackendStats,
@@ -125,30 +127,37 @@ class TransformersBackend:
         try:
             if job.abort.is_set():
                 return
-            p = job.request.params
-            gen = torch.Generator().manual_seed(p.seed) if p.seed is not None else None
-            prompt, outputs = list(job.request.prompt_token_ids), []
-            with torch.inference_mode():
-                ids = torch.tensor([prompt], dtype=torch.long)  # [1, T]
-                out = self.model(input_ids=ids, use_cache=True)
-                past = _out_cache(out)
-                for i in range(p.max_tokens):
-                    s = sample_next(out.logits[0, -1], p, gen, prompt, outputs)  # logits [1, T, V] -> [V]
-                    tok = s.token_id
-                    outputs.append(tok)
-                    last = i == p.max_tokens - 1
-                    finish = "stop" if tok in self._eos and not p.ignore_eos else ("length" if last else None)
-                    put((tok, finish, s.logprob))
-                    if finish or job.abort.is_set():
-                        return
-                    out = self.model(input_ids=torch.tensor([[tok]]), use_cache=True, **{self._cache_kw: past})
-                    past = _out_cache(out)
+            for index in range(job.request.params.n):  # n > 1: one choice after another, seed + index each
+                self._generate(job, index, put)
+                if job.abort.is_set():
+                    return
         except Exception as exc:  # noqa: BLE001 - reported to the request, and the backend marked failed
             self._healthy = False
             put(BackendError(f"transformers backend failed: {type(exc).__name__}: {exc}"))
         finally:
             with self._lock:
                 self._running -= 1
+
+    def _generate(self, job: _Job, index: int, put: Any) -> None:
+        """One choice, token by token with the model's own cache (the prompt is prefilled for each)."""
+        p = choice_params(job.request.params, index)
+        gen = torch.Generator().manual_seed(p.seed) if p.seed is not None else None
+        prompt, outputs = list(job.request.prompt_token_ids), []
+        with torch.inference_mode():
+            ids = torch.tensor([prompt], dtype=torch.long)  # [1, T]
+            out = self.model(input_ids=ids, use_cache=True)
+            past = _out_cache(out)
+            for i in range(p.max_tokens):
+                s = sample_next(out.logits[0, -1], p, gen, prompt, outputs)  # logits [1, T, V] -> [V]
+                tok = s.token_id
+                outputs.append(tok)
+                last = i == p.max_tokens - 1
+                finish = "stop" if tok in self._eos and not p.ignore_eos else ("length" if last else None)
+                put((index, tok, finish, s.logprob))
+                if finish or job.abort.is_set():
+                    return
+                out = self.model(input_ids=torch.tensor([[tok]]), use_cache=True, **{self._cache_kw: past})
+                past = _out_cache(out)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:
         if not self._healthy or self._pool is None:
@@ -157,18 +166,19 @@ class TransformersBackend:
         with self._lock:
             self._waiting += 1
         future = self._pool.submit(self._run, job)
-        detok = IncrementalDetokenizer(self.tokenizer)
+        detoks = [IncrementalDetokenizer(self.tokenizer) for _ in range(request.params.n)]
         try:
             while True:
                 item = await job.queue.get()
                 if isinstance(item, Exception):
                     raise item
-                tok, finish, logprob = item
+                index, tok, finish, logprob = item
+                detok = detoks[index]
                 text = detok.push([] if finish == "stop" else [tok])
                 if finish:
                     text += detok.flush()
-                yield StreamChunk((tok,), text, finish, None if logprob is None else (logprob,))
-                if finish:
+                yield StreamChunk((tok,), text, finish, None if logprob is None else (logprob,), index)
+                if finish and index == request.params.n - 1:
                     return
         finally:
             job.abort.set()  # client gone or done: the worker stops at its next step

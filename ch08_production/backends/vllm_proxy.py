@@ -152,6 +152,8 @@ class VLLMProxyBackend:
                                 "stream_options": {"include_usage": True}}
         if p.seed is not None:
             body["seed"] = p.seed
+        if p.n > 1:
+            body["n"] = p.n  # vLLM V1 runs n child requests, seeds seed + i, prompt shared by prefix caching
         if p.min_p:
             body["min_p"] = p.min_p
         if p.presence_penalty:
@@ -172,6 +174,7 @@ class VLLMProxyBackend:
         if request.traceparent:
             headers["traceparent"] = request.traceparent
         self._inflight += 1
+        finished: set[int] = set()
         try:
             async with self._client.stream("POST", self.base_url + "/v1/completions", json=self._body(request),
                                            headers=headers) as resp:
@@ -194,9 +197,12 @@ class VLLMProxyBackend:
                         lps = None
                         if request.params.logprobs is not None:
                             lps = parse_completion_logprobs(c.get("logprobs"), request.params.logprobs)
-                        yield StreamChunk(ids, c.get("text") or "", c.get("finish_reason"), lps)
+                        index = int(c.get("index") or 0)
+                        yield StreamChunk(ids, c.get("text") or "", c.get("finish_reason"), lps, index)
                         if c.get("finish_reason"):
-                            return
+                            finished.add(index)
+                            if len(finished) == request.params.n:
+                                return
         except httpx.HTTPError as exc:
             self._healthy = False
             raise BackendError(f"lost the connection to vLLM at {self.base_url}: {exc}") from exc

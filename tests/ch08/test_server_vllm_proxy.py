@@ -38,6 +38,10 @@ def test_proxy_to_vllm_streams_and_counts_tokens(vllm_server, embedded_model_dir
         assert all(len(e.top_logprobs) == 2 and e.logprob <= 0 and isinstance(e.token, str) for e in content)
         c = client.completions.create(model="smollm2-135m", prompt="Hello", max_tokens=4, temperature=0, logprobs=1)
         assert len(c.choices[0].logprobs.tokens) == c.usage.completion_tokens
+        # n passes through: vLLM's choices come back with their index, usage counts all of them
+        c = client.completions.create(model="smollm2-135m", prompt="Hello", max_tokens=3, n=2, temperature=1.0,
+                                      seed=1, extra_body={"ignore_eos": True})
+        assert [ch.index for ch in c.choices] == [0, 1] and c.usage.completion_tokens == 6
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=srv.url + "/v1", api_key="wrong-key-123", max_retries=0).models.list()
         assert backend.stats().healthy
