@@ -17,32 +17,21 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import platform
 import shutil
 import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 
+from common.checklist import FAIL, OK, WARN, Check, report
 from common.cli import make_parser
 from common.paths import cache_dir
-from common.report import emit_json
 
-OK, WARN, FAIL = "OK", "WARN", "FAIL"
 REQUIRED_PACKAGES = ("torch", "transformers", "safetensors", "numpy", "fastapi", "uvicorn", "httpx", "openai",
                      "prometheus_client", "yaml", "psutil")
 DEFAULT_PORTS = {8000: "inference server", 9090: "Prometheus", 3000: "Grafana"}
 MIN_FREE_DISK_GB, WARN_FREE_DISK_GB = 1.2, 5.0
 MIN_FREE_RAM_GB, WARN_FREE_RAM_GB = 1.5, 4.0
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str  # OK | WARN | FAIL
-    detail: str
-    fix: str = ""
 
 
 # --------------------------------------------------------------------------- pure checks (tested directly)
@@ -254,24 +243,12 @@ def run_checks(docker_probe: Callable[[], tuple[str | None, bool, str]] = probe_
     ]
 
 
-def format_check(c: Check) -> str:
-    line = f"{c.status:<4}  {c.name:<10}  {c.detail}"
-    return line + (f"\n      {'':<10}  fix: {c.fix}" if c.status != OK and c.fix else "")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser("python -m ch03_env.doctor", __doc__)
     parser.add_argument("--json", action="store_true", help="print only the final JSON line")
     parser.add_argument("--smoke", action="store_true", help="same checks (they take a few seconds)")
     args = parser.parse_args(argv)
-    checks = run_checks()
-    counts = {s: sum(c.status == s for c in checks) for s in (OK, WARN, FAIL)}
-    if not args.json:
-        for c in checks:
-            print(format_check(c))
-        print(f"\n{counts[OK]} OK, {counts[WARN]} WARN, {counts[FAIL]} FAIL on {platform.node() or 'this machine'}")
-    emit_json({"doctor": [asdict(c) for c in checks], "counts": counts})
-    return 1 if counts[FAIL] else 0
+    return report(None, run_checks(), json_only=args.json, key="doctor")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ several sequences can share one:
   reference count goes up by one; nothing is copied.
 * **copy-on-write**: appending a token to a sequence whose last (partial) block is shared takes a fresh
   block and returns ``CopyOnWrite(src, dst)``; the caller copies the K/V of ``src`` into ``dst``
-  (``PagedKVCache.copy_block``) before writing the new token. Full shared blocks are never written.
+  (``PagedKVCache.copy_block``, or ``copy_blocks`` for a whole step) before writing the new token. With
+  n forked sequences the first n - 1 writers copy; the last holder writes in place. Full shared blocks
+  are never written.
 * **prefix caching** (``enable_prefix_caching=True``): a full block is identified by a chained hash,
   ``hash((parent_block_hash, tokens_of_this_block))``, so equal hashes mean equal whole prefixes. A new
   prompt walks its full blocks and shares every block already present (reference +1) until the first

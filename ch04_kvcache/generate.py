@@ -156,6 +156,9 @@ def generate(model: LlamaModel, prompt_ids: Sequence[int], max_new_tokens: int, 
         stop = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
     if params is None:
         params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+    if params.n != 1:
+        raise ValueError(f"generate() makes one sequence, got n={params.n}; ch05's engine samples n > 1 "
+                         "completions on shared KV blocks (or call generate with choice_params(params, i))")
     gen = None
     if params.seed is not None:
         gen = torch.Generator().manual_seed(params.seed)

@@ -68,6 +68,25 @@ class PagedKVCache:
                 raise IndexError(f"block {b} is outside 0..{self.num_blocks - 1}")
         self.kv[:, :, dst].copy_(self.kv[:, :, src])
 
+    def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
+        """Many copy-on-write copies in one gather/scatter (vLLM's ``copy_blocks``): ``pairs`` of (src, dst).
+
+        The block manager only ever copies *from* a shared block *into* a fresh one, so no dst is also a
+        src and the order of the pairs does not matter."""
+        if not pairs:
+            return
+        if len(pairs) == 1:
+            self.copy_block(*pairs[0])
+            return
+        src, dst = (list(x) for x in zip(*pairs, strict=True))
+        for b in src + dst:
+            if not 0 <= b < self.num_blocks:
+                raise IndexError(f"block {b} is outside 0..{self.num_blocks - 1}")
+        if set(src) & set(dst) or len(set(dst)) != len(dst):
+            raise ValueError(f"copy_blocks needs distinct destinations that are not sources, got {pairs}")
+        idx = torch.tensor(src, device=self.device)
+        self.kv[:, :, dst] = self.kv.index_select(2, idx)
+
     @classmethod
     def for_memory(cls, config: ModelConfig, nbytes: int, block_size: int = 16,
                    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> PagedKVCache:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -56,7 +56,10 @@ class SamplingParams:
     batched with. ``stop`` strings end the output; the stop string itself is returned only with
     ``include_stop_str_in_output``. ``ignore_eos`` keeps generating past EOS up to ``max_tokens``.
     ``logprobs``: None = no logprobs; k >= 0 = the sampled token's logprob plus the k most likely
-    alternatives at each step.
+    alternatives at each step. ``n``: completions of the one prompt (parallel sampling, book 4.4.3); ch05's
+    engine prefills the prompt once and forks its KV blocks copy-on-write. Choice ``i`` samples with
+    ``seed + i`` when a seed is given (see :func:`choice_params`); one sequence (ch04's ``generate``) needs
+    ``n == 1``.
     """
 
     max_tokens: int = 16
@@ -72,6 +75,7 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     logprobs: int | None = None
     include_stop_str_in_output: bool = False
+    n: int = 1
 
     def __post_init__(self) -> None:
         def bad(field: str, message: str) -> None:
@@ -108,6 +112,8 @@ class SamplingParams:
             bad("logprobs", f"must be None or 0..{MAX_LOGPROBS}")
         if self.seed is not None and not isinstance(self.seed, int):
             bad("seed", "must be an integer or None")
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
+            bad("n", "must be an integer >= 1")
 
     @property
     def greedy(self) -> bool:
@@ -116,6 +122,18 @@ class SamplingParams:
     @property
     def has_penalties(self) -> bool:
         return bool(self.presence_penalty or self.frequency_penalty or self.repetition_penalty != 1.0)
+
+
+def choice_params(params: SamplingParams, index: int) -> SamplingParams:
+    """The parameters choice ``index`` of an ``n > 1`` request samples with: ``n = 1`` and, when the request
+    has a seed, ``seed + index``. So ``n = 4, seed = s`` draws exactly what four requests with seeds
+    ``s, s+1, s+2, s+3`` draw. vLLM V1 uses the same rule (``ParentRequest`` gives child i ``seed + i``),
+    but its sampler draws differently, so the tokens are not vLLM's; vLLM V0 drew all of a group's
+    choices from one generator, so there choice i was not the request with seed + i."""
+    if not 0 <= index < params.n:
+        raise ValueError(f"choice index {index} is outside 0..{params.n - 1}")
+    seed = None if params.seed is None else params.seed + index
+    return replace(params, n=1, seed=seed)
 
 
 @dataclass(frozen=True, slots=True)

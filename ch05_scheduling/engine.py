@@ -9,7 +9,9 @@ One :meth:`LLMEngine.step` asks the :class:`Scheduler` what to run, lets the :cl
 then feeds the sampled tokens back, detokenizes, applies stop strings and frees what finished (nano-vllm's
 loop; vLLM's split into dataclass messages). Requests sample with ch04's ``SamplingParams`` (penalties,
 min_p, seeds, logprobs: see ``model_runner.py``); a :class:`RequestOutput` carries the request's
-``logprobs`` when it asked for them. Every step's shape and wall time is kept in
+``logprobs`` when it asked for them. A request with ``n > 1`` is prefilled once and forked into ``n``
+choices on shared copy-on-write blocks (``sequence_group.py``); its ``RequestOutput.outputs`` lists the
+``n`` :class:`CompletionOutput` s. Every step's shape and wall time is kept in
 ``engine.step_log`` for ``calibrate.py``. The async streaming API for a server is in ``async_engine.py``.
 
     python -m ch05_scheduling.engine --smoke          # a few chat prompts through the engine
@@ -33,6 +35,7 @@ from ch05_scheduling.model_runner import ModelRunner
 from ch05_scheduling.policies import Policy, make_policy
 from ch05_scheduling.scheduler import Scheduler, SchedulerConfig
 from ch05_scheduling.sequence import FinishReason, SamplingParams, Sequence, TokenLogprob
+from ch05_scheduling.sequence_group import CompletionOutput, GroupOutputs, SequenceGroup, make_group
 from common.cli import UsageError
 from common.device import pick_device, pick_dtype
 from common.loader import EMBEDDED
@@ -114,6 +117,16 @@ class RequestOutput:
     # per output token (raw-model logprob, rank, top-k), only when SamplingParams.logprobs is set
     logprobs: list[TokenLogprob] | None = None
     new_logprobs: list[TokenLogprob] | None = None
+    # n > 1: every choice (the fields above are then choice 0's; finished = all choices finished)
+    outputs: list[CompletionOutput] | None = None
+
+    @property
+    def completions(self) -> list[CompletionOutput]:
+        """The request's choices, one for n = 1: what a caller that handles any n reads."""
+        if self.outputs is not None:
+            return self.outputs
+        return [CompletionOutput(0, self.token_ids, self.text, self.new_token_ids, self.new_text, self.finished,
+                                 self.finish_reason, self.logprobs, self.new_logprobs)]
 
 
 @dataclass
@@ -160,6 +173,9 @@ class LLMEngine:
         self._next_id = 0
         self._detok: dict[int, _Detok] = {}
         self._seqs: dict[int, Sequence] = {}
+        self._groups: dict[int, tuple[SequenceGroup, GroupOutputs]] = {}  # n > 1 requests by request id
+        self._group_of: dict[int, int] = {}                                 # member seq id -> request id
+        self._next_child_id = -1                                            # children count down: never a request id
         self.clock = time.perf_counter
 
     # ------------------------------------------------------------------ requests
@@ -175,10 +191,28 @@ class LLMEngine:
                     tenant: str = "default", predicted_output_len: int | None = None) -> int:
         rid = self._next_id if request_id is None else request_id
         self._next_id = max(self._next_id, rid + 1)
-        seq = Sequence(rid, self.encode(prompt), params or SamplingParams(),
-                       arrival_time=self.clock() if arrival_time is None else arrival_time, priority=priority,
-                       tenant=tenant, predicted_output_len=predicted_output_len)
-        return self.add_sequence(seq)
+        params = params or SamplingParams()
+        kw = dict(arrival_time=self.clock() if arrival_time is None else arrival_time, priority=priority,
+                  tenant=tenant, predicted_output_len=predicted_output_len)
+        if params.n > 1:
+            return self._add_group(rid, self.encode(prompt), params, kw)
+        return self.add_sequence(Sequence(rid, self.encode(prompt), params, **kw))
+
+    def _add_group(self, rid: int, prompt_ids: list[int], params: SamplingParams, kw: dict) -> int:
+        if rid in self._seqs or rid in self._groups:
+            raise UsageError(f"request id {rid} is already in the engine")
+        child_ids = list(range(self._next_child_id, self._next_child_id - params.n + 1, -1))
+        group = make_group(rid, prompt_ids, params, child_ids, **kw)
+        for m in group.seqs:
+            m.eos_token_ids = tuple(self.model.config.eos_token_ids)
+        self.scheduler.add_group(group)
+        self._next_child_id -= params.n - 1
+        self._groups[rid] = (group, GroupOutputs(group.n))
+        for m in group.seqs:
+            self._seqs[m.seq_id] = m
+            self._detok[m.seq_id] = _Detok()
+            self._group_of[m.seq_id] = rid
+        return rid
 
     def add_sequence(self, seq: Sequence) -> int:
         """Add a prebuilt request (trace replays keep the object to read its timings afterwards)."""
@@ -195,6 +229,11 @@ class LLMEngine:
         seq = self.scheduler.abort(request_id, self.clock())
         if seq is None:
             return None
+        if request_id in self._groups:
+            members = self._groups[request_id][0].seqs
+            for m in members:
+                self.runner.release(m.seq_id)
+            return self._group_output(request_id, [self._output(m) for m in members if m.seq_id in self._seqs])
         self.runner.release(request_id)
         return self._output(seq)
 
@@ -214,9 +253,16 @@ class LLMEngine:
         now = self.clock()
         self.scheduler.update(out, res.sampled, now, res.logprobs)
         results = []
+        groups: dict[int, list[RequestOutput]] = {}
         for s in out.scheduled:
             if s.sample:
-                results.append(self._postprocess(s.seq_id, now))
+                for sid in (s.seq_id, *s.fork_ids):
+                    o = self._postprocess(sid, now)
+                    if sid in self._group_of:
+                        groups.setdefault(self._group_of[sid], []).append(o)
+                    else:
+                        results.append(o)
+        results += [self._group_output(rid, outs) for rid, outs in groups.items()]
         # the whole iteration (schedule + forward + sampling + postprocess): what the simulator must predict
         self.step_log.append(StepRecord(step_features(out), self.clock() - t0))
         return results
@@ -258,6 +304,29 @@ class LLMEngine:
                              new_text, seq.is_finished, seq.finish_reason.value if seq.finish_reason else None,
                              seq.num_cached_tokens, seq.num_preemptions, seq.arrival_time, seq.first_token_time,
                              seq.finish_time, lps, new_lps)
+
+    def _group_output(self, rid: int, member_outputs: list[RequestOutput]) -> RequestOutput:
+        """One output for an n > 1 request: its choices' latest state, new tokens for those that stepped."""
+        group, latest = self._groups[rid]
+        stepped = set()
+        for o in member_outputs:
+            i = group.index_of(o.request_id)
+            latest.update(i, o)
+            stepped.add(i)
+        choices = latest.snapshot(stepped)
+        first, p = choices[0], group.parent
+        done = all(c.finished for c in choices)
+        if done:
+            del self._groups[rid]
+            for m in group.seqs:
+                self._group_of.pop(m.seq_id, None)
+        return RequestOutput(rid, list(p.prompt_token_ids), first.token_ids, first.text, first.new_token_ids,
+                             first.new_text, done, first.finish_reason, p.num_cached_tokens,
+                             sum(m.num_preemptions for m in group.seqs), p.arrival_time,
+                             min((m.first_token_time for m in group.seqs if m.first_token_time is not None),
+                                 default=None),
+                             max((m.finish_time for m in group.seqs if m.finish_time is not None), default=None)
+                             if done else None, first.logprobs, first.new_logprobs, choices)
 
     # ------------------------------------------------------------------ offline API
     def generate(self, prompts: Seq[str | Seq[int]], params: SamplingParams | Seq[SamplingParams] | None = None,

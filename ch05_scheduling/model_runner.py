@@ -10,7 +10,9 @@ projected to the vocabulary (``logits_indices``): a partial prefill chunk needs 
 sampled together by ch04's :func:`~ch04_kvcache.sampling.sample_batch`, each with its own
 :class:`SamplingParams` (temperature, top-k/top-p/min-p, penalties over its own prompt and output,
 logprobs); a request with a ``seed`` owns a ``torch.Generator`` seeded once, so its tokens are the ones
-ch04's ``generate(seed=...)`` draws, whatever it is batched with. :meth:`ModelRunner.execute` returns a
+ch04's ``generate(seed=...)`` draws, whatever it is batched with. The step that ends the prefill of an
+``n > 1`` request samples its row once per choice (``ScheduledSeq.fork_ids``, each choice with its own
+params and generator). :meth:`ModelRunner.execute` returns a
 :class:`RunnerOutput` message: the sampled token of each request and, where asked for, its logprobs.
 
 ``python -m ch05_scheduling.model_runner --smoke`` runs one mixed prefill+decode batch on a tiny model.
@@ -87,20 +89,29 @@ class ModelRunner:
         """Run one step; sample the sequences that reached their end (see :class:`RunnerOutput`)."""
         if out.is_empty:
             return RunnerOutput()
-        for cow in out.copies:
-            self.cache.copy_block(cow.src, cow.dst)
+        # copy-on-write first (forked sequences about to write into a block they shared), as vLLM's
+        # block copies run before the step's forward
+        self.cache.copy_blocks([(c.src, c.dst) for c in out.copies])
         inp = self.prepare(out)
         logits = self.model.forward_batch(inp.input_ids, inp.positions, self.cache, inp.meta)  # (L, V)
-        rows = {s.seq_id: s for s in out.scheduled if s.sample}
-        seqs = [rows[sid] for sid in inp.sample_ids]
-        params = [s.params for s in seqs]
+        by_id = {s.seq_id: s for s in out.scheduled if s.sample}
+        # one row per sampled sequence: (seq id, params, prompt, outputs, row of logits)
+        rows = []
+        for j, sid in enumerate(inp.sample_ids):
+            s = by_id[sid]
+            rows.append((sid, s.params, s.prompt_token_ids, s.output_token_ids, j))
+            rows += [(cid, cp, s.prompt_token_ids, [], j) for cid, cp in zip(s.fork_ids, s.fork_params, strict=True)]
+        if len(rows) > logits.shape[0]:             # parallel sampling: the prompt's row once per choice
+            logits = logits[[r[4] for r in rows]]
+        ids = [r[0] for r in rows]
+        params = [r[1] for r in rows]
         if all(p.greedy and not p.has_penalties and p.logprobs is None for p in params):
             best = logits.argmax(dim=-1).tolist()   # the common case: one argmax for the whole batch
-            return RunnerOutput(dict(zip(inp.sample_ids, best, strict=True)))
-        samples = sample_batch(logits, params, [self._generator(s.seq_id, s.params.seed) for s in seqs],
-                               [s.prompt_token_ids for s in seqs], [s.output_token_ids for s in seqs])
+            return RunnerOutput(dict(zip(ids, best, strict=True)))
+        samples = sample_batch(logits, params, [self._generator(r[0], r[1].seed) for r in rows],
+                               [r[2] for r in rows], [r[3] for r in rows])
         res = RunnerOutput()
-        for sid, smp in zip(inp.sample_ids, samples, strict=True):
+        for sid, smp in zip(ids, samples, strict=True):
             res.sampled[sid] = smp.token_id
             if smp.logprob is not None:
                 res.logprobs[sid] = smp.logprob

@@ -10,7 +10,10 @@ then, if the policy opens admission and nobody had to be preempted, waiting requ
 (a whole prompt, or a chunk of it with chunked prefill). When a running request needs a block and none
 is free, the policy's victim is *preempted by recompute*: its blocks are freed and it goes back to the
 queue, to prefill its prompt and the tokens generated so far when it is admitted again. Prefix caching
-is the block manager's: an admitted prompt starts with ``num_cached_tokens`` already computed.
+is the block manager's: an admitted prompt starts with ``num_cached_tokens`` already computed. Parallel
+sampling (``n > 1``, :mod:`ch05_scheduling.sequence_group`): the group's parent is prefilled, the step
+that ends its prefill samples every choice (``ScheduledSeq.fork_ids``), and :meth:`Scheduler.update`
+forks the parent's blocks into the children.
 
 The scheduler knows no torch: it hands the runner a :class:`SchedulerOutput` (dataclass message, like
 vLLM's) and takes back the sampled token ids in :meth:`Scheduler.update`. Tests drive it with fake
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 from ch04_kvcache.block_manager import BlockManager, CopyOnWrite, block_hash
 from ch05_scheduling.policies import Policy, make_policy
 from ch05_scheduling.sequence import FinishReason, SamplingParams, Sequence, SequenceStatus, TokenLogprob
+from ch05_scheduling.sequence_group import SequenceGroup
 from common.cli import UsageError
 
 
@@ -66,6 +70,9 @@ class ScheduledSeq:
     # the sequence's own lists (no copy), read by the sampler for penalties; outputs as before this step
     prompt_token_ids: list[int] = field(default_factory=list)
     output_token_ids: list[int] = field(default_factory=list)
+    # parallel sampling: the step that ends a group's prefill also samples these choices (same logits row)
+    fork_ids: list[int] = field(default_factory=list)
+    fork_params: list[SamplingParams] = field(default_factory=list)
 
     @property
     def num_new_tokens(self) -> int:
@@ -140,10 +147,12 @@ class Scheduler:
         self.waiting: list[Sequence] = []
         self.running: list[Sequence] = []
         self.seqs: dict[int, Sequence] = {}
+        self.groups: dict[int, SequenceGroup] = {}       # n > 1 requests by request id (= parent seq id)
+        self._group_of: dict[int, SequenceGroup] = {}    # every member's seq id -> its group
         self.num_preemptions = 0
 
     # ------------------------------------------------------------------ requests in and out
-    def add(self, seq: Sequence) -> None:
+    def add(self, seq: Sequence, group: SequenceGroup | None = None) -> None:
         cfg = self.config
         if seq.seq_id in self.seqs:
             raise UsageError(f"request id {seq.seq_id} is already in the scheduler")
@@ -151,6 +160,15 @@ class Scheduler:
             raise UsageError(f"prompt of {seq.num_prompt_tokens} tokens does not fit max_model_len="
                              f"{cfg.max_model_len}; shorten it or raise max_model_len")
         worst = min(seq.num_prompt_tokens + seq.params.max_tokens, cfg.max_model_len)
+        if group is not None:
+            cap = self.policy.max_running(cfg.max_num_seqs)
+            if group.n > cap:
+                raise UsageError(f"n={group.n} needs {group.n} sequences running at once but this scheduler "
+                                 f"runs at most {cap}; lower n or raise max_num_seqs")
+            if group.max_blocks(cfg.block_size, cfg.max_model_len) > cfg.num_blocks:
+                raise UsageError(f"request {seq.seq_id} with n={group.n} may need "
+                                 f"{group.max_blocks(cfg.block_size, cfg.max_model_len)} KV blocks (prompt "
+                                 f"shared) but the cache holds {cfg.num_blocks}; lower n or max_tokens")
         if -(-worst // cfg.block_size) > cfg.num_blocks:
             raise UsageError(f"request {seq.seq_id} may need {worst} tokens of KV cache but it holds only "
                              f"{cfg.capacity_tokens}; lower max_tokens or give the cache more blocks")
@@ -161,9 +179,22 @@ class Scheduler:
         seq.status = SequenceStatus.WAITING
         self.seqs[seq.seq_id] = seq
         self.waiting.append(seq)
+        if group is not None:
+            self.groups[group.request_id] = group
+            self._group_of.update((m.seq_id, group) for m in group.seqs)
+
+    def add_group(self, group: SequenceGroup) -> None:
+        """An ``n > 1`` request: only its parent enters the queue; the children join at the fork."""
+        self.add(group.parent, group)
 
     def abort(self, seq_id: int, now: float) -> Sequence | None:
         """Drop a request wherever it is and free its blocks; None if it is unknown or already done."""
+        group = self.groups.get(seq_id)
+        if group is not None:          # the request id of an n > 1 request: every choice still alive
+            live = [m for m in group.seqs if not m.is_finished]
+            for m in live:
+                self._finish(m, FinishReason.ABORT, now)
+            return group.parent if live else None
         seq = self.seqs.get(seq_id)
         if seq is None or seq.is_finished:
             return None
@@ -183,7 +214,12 @@ class Scheduler:
         elif seq in self.waiting:
             self.waiting.remove(seq)
         seq.finish(reason, now)
-        del self.seqs[seq.seq_id]
+        self.seqs.pop(seq.seq_id, None)   # an unforked child was never in it
+        group = self._group_of.get(seq.seq_id)
+        if group is not None and group.is_finished:
+            del self.groups[group.request_id]
+            for m in group.seqs:
+                del self._group_of[m.seq_id]
 
     @property
     def has_unfinished(self) -> bool:
@@ -222,7 +258,8 @@ class Scheduler:
         static = policy.batching != "continuous"
         if not out.preempted_ids and policy.admission_open(now, self.running, self.waiting, cfg.max_num_seqs):
             for seq in policy.order(self.waiting, now, queue_len=len(self.waiting)):
-                if len(self.running) >= cap or (budget == 0 and not static):
+                seats = len(self.running) + self._seats_held() + self._seats_to_hold(seq)
+                if seats > cap or (budget == 0 and not static):
                     break
                 # Blocks only for the tokens this step computes (vLLM v1): a block whose hash the
                 # manager registers is then always written before anyone can hit it in the prefix cache.
@@ -249,6 +286,19 @@ class Scheduler:
         out.num_waiting = len(self.waiting)
         out.kv_usage = self.kv_usage
         return out
+
+    def _unforked_group(self, seq: Sequence) -> SequenceGroup | None:
+        """The group whose parent ``seq`` is, while its children still wait for the fork."""
+        group = self._group_of.get(seq.seq_id)
+        return group if group is not None and not group.forked and group.parent is seq else None
+
+    def _seats_to_hold(self, seq: Sequence) -> int:
+        group = self._unforked_group(seq)
+        return group.n if group is not None else 1
+
+    def _seats_held(self) -> int:
+        """Seats in the running batch held for children not forked yet (their parent is running)."""
+        return sum(g.n - 1 for g in self.groups.values() if not g.forked and g.parent.status is SequenceStatus.RUNNING)
 
     def _num_new_tokens(self, seq: Sequence, budget: int) -> int:
         n = seq.num_uncomputed_tokens
@@ -282,6 +332,7 @@ class Scheduler:
     def _scheduled(self, seq: Sequence, n: int) -> ScheduledSeq:
         start = seq.num_computed_tokens
         bm = self.block_manager
+        group = self._unforked_group(seq) if start + n == seq.num_tokens else None
         return ScheduledSeq(
             seq_id=seq.seq_id,
             token_ids=[seq.token_at(i) for i in range(start, start + n)],
@@ -293,6 +344,8 @@ class Scheduler:
             num_output_tokens=seq.num_output_tokens,
             prompt_token_ids=seq.prompt_token_ids,
             output_token_ids=seq.output_token_ids,
+            fork_ids=[c.seq_id for c in group.children] if group else [],
+            fork_params=[c.params for c in group.children] if group else [],
         )
 
     # ------------------------------------------------------------------ after the step
@@ -309,13 +362,31 @@ class Scheduler:
             self.policy.on_service(seq, s.num_new_tokens if s.is_prefill else 0, 0 if s.is_prefill else 1)
             if not s.sample:
                 continue
-            reason = seq.append_token(sampled[s.seq_id], now, logprobs.get(s.seq_id) if logprobs else None)
-            if reason is None and seq.num_tokens >= self.config.max_model_len:
-                reason = FinishReason.LENGTH
-            if reason is not None:
-                self._finish(seq, reason, now)
-                finished.append(seq)
+            members = [seq]
+            if s.fork_ids:   # the prompt is computed: the children take the parent's blocks, then a token each
+                members += self._fork(self.groups[seq.seq_id], now)
+            for m in members:
+                reason = m.append_token(sampled[m.seq_id], now, logprobs.get(m.seq_id) if logprobs else None)
+                if reason is None and m.num_tokens >= self.config.max_model_len:
+                    reason = FinishReason.LENGTH
+                if reason is not None:
+                    self._finish(m, reason, now)
+                    finished.append(m)
         return finished
+
+    def _fork(self, group: SequenceGroup, now: float) -> list[Sequence]:
+        """Share the parent's blocks with every child (ref + 1) and run the children from here on."""
+        parent, bm = group.parent, self.block_manager
+        group.forked = True
+        for child in group.children:
+            bm.fork(parent.seq_id, child.seq_id)
+            child.num_computed_tokens = parent.num_computed_tokens
+            child.num_cached_tokens = parent.num_cached_tokens
+            child.first_scheduled_time = parent.first_scheduled_time
+            child.status = SequenceStatus.RUNNING
+            self.seqs[child.seq_id] = child
+            self.running.append(child)
+        return group.children
 
 
 def main(argv: list[str] | None = None) -> int:

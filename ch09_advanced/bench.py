@@ -4,7 +4,7 @@
     python -m ch09_advanced.bench --smoke    # small sizes; builds are cached after the first run
 
 Each part runs the module that owns it (flash_attention, moe, compile_decode, triton_ops, cpp_op,
-paged_decode_cpu, paged_decode_triton, edge);
+paged_decode_bench, paged_decode_triton, edge);
 a part that cannot run here (missing optional package) reports null and says why in one sentence.
 """
 
@@ -35,7 +35,7 @@ def run(smoke: bool) -> dict:
         edge,
         flash_attention,
         moe,
-        paged_decode_cpu,
+        paged_decode_bench,
         paged_decode_triton,
     )
 
@@ -47,9 +47,9 @@ def run(smoke: bool) -> dict:
     co = _part("compile", lambda: compile_decode.run(smoke=smoke, modes=modes), notes)
     tr = _part("triton", lambda: triton_ops.run(smoke=smoke), notes)
     cp = _part("cpp", lambda: cpp_op.run(smoke=smoke), notes)
-    pd = _part("paged_decode", lambda: {**paged_decode_cpu.compare(4 if smoke else 16, 256 if smoke else 1024),
-                                        **(paged_decode_cpu.engine_speedup(4, 8, 128, 4) if smoke else
-                                           paged_decode_cpu.engine_speedup(32, 128, 1024, 16))}, notes)
+    pd = _part("paged_decode", lambda: {**paged_decode_bench.compare(4 if smoke else 16, 256 if smoke else 1024),
+                                        **(paged_decode_bench.engine_speedup(4, 8, 128, 4) if smoke else
+                                           paged_decode_bench.engine_speedup(32, 128, 1024, 16))}, notes)
     tp = _part("triton_paged", lambda: paged_decode_triton.run(smoke=smoke), notes)  # GPU; interpreter on CPU
     ed = _part("edge", lambda: edge.run(smoke=smoke), notes)
     return {"compile_speedup": co.get("compile_speedup"), "compile_tokens_identical": co.get("compile_tokens_identical"),

@@ -3,8 +3,9 @@
     python -m ch09_advanced.cpp_op            # builds once (about a minute), then times it against torch
     python -m ch09_advanced.cpp_op --smoke
 
-``load_inline`` (through ``common.cpp_ext.load_cpp``) compiles the source below with g++ into a Python module,
-cached under ``common.paths.cache_dir()/torch_extensions/ch09`` so later runs only load it. The op reads each row of x
+``torch.utils.cpp_extension.load`` (through ``common.cpp_ext.load_extension``) compiles ``csrc/rmsnorm.cpp``
+with g++ into a Python module, cached under ``common.paths.cache_dir()/torch_extensions/<isa>/ch09_fused_rmsnorm``
+so later runs only load it. The op reads each row of x
 once, accumulates the sum of squares in a register, then writes the scaled row once; eager PyTorch makes
 ~5 passes over memory (cast, square, mean, rsqrt-multiply, weight-multiply). Rows run in parallel with
 ``at::parallel_for`` (the ATen thread pool, the same threads ``torch.get_num_threads()`` reports).
@@ -12,46 +13,20 @@ once, accumulates the sum of squares in a register, then writes the scaled row o
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from common.bench import stamp_dict, time_fn
 from common.cli import figures_main
-from common.cpp_ext import load_cpp
+from common.cpp_ext import load_extension
 
-CPP_SOURCE = r"""
-#include <torch/extension.h>
-#include <ATen/Parallel.h>
-#include <cmath>
-
-torch::Tensor rmsnorm(torch::Tensor x, torch::Tensor w, double eps) {
-  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.scalar_type() == torch::kFloat,
-              "rmsnorm expects a contiguous 2-D float32 tensor");
-  TORCH_CHECK(w.dim() == 1 && w.size(0) == x.size(1) && w.scalar_type() == torch::kFloat, "bad weight");
-  auto y = torch::empty_like(x);
-  const int64_t rows = x.size(0), n = x.size(1);
-  const float* xp = x.data_ptr<float>();
-  const float* wp = w.contiguous().data_ptr<float>();
-  float* yp = y.data_ptr<float>();
-  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const float* xr = xp + r * n;
-      float* yr = yp + r * n;
-      float ss = 0.f;
-      #pragma omp simd reduction(+:ss)
-      for (int64_t i = 0; i < n; ++i) ss += xr[i] * xr[i];
-      const float rstd = 1.f / std::sqrt(ss / n + (float)eps);
-      #pragma omp simd
-      for (int64_t i = 0; i < n; ++i) yr[i] = xr[i] * rstd * wp[i];
-    }
-  });
-  return y;
-}
-"""
+SOURCES = [Path(__file__).resolve().parent / "csrc" / "rmsnorm.cpp"]
 
 
 def build(verbose: bool = False):
     """Compile (first call) or load (later calls) the extension module; returns it."""
-    return load_cpp("ch09_fused_rmsnorm", CPP_SOURCE, ["rmsnorm"], "ch09", verbose)
+    return load_extension("ch09_fused_rmsnorm", SOURCES, verbose=verbose)
 
 
 def rmsnorm_reference(x: torch.Tensor, w: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

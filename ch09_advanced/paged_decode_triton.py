@@ -3,7 +3,7 @@
     python -m ch09_advanced.paged_decode_triton            # GPU: kernel vs ch04's gather + SDPA, timed
     python -m ch09_advanced.paged_decode_triton --smoke    # CPU: interpreter correctness check only
 
-The GPU twin of ``paged_decode_cpu.py``, with the same contract (ch04's ``DecodeKernel``:
+The GPU twin of ch04's ``paged_decode_cpu.py``, with the same contract (ch04's ``DecodeKernel``:
 ``kernel(q, k_flat, v_flat, plan)``) and the same :func:`install`, so chapter 5's engine uses it unchanged.
 Chapter 4's torch path copies every sequence's K and V out of the block pool (padded to the longest
 context) before SDPA reads the copies; this kernel reads each K/V row once where it lies.
@@ -180,7 +180,7 @@ def install(engine) -> None:
     device = next(model.parameters()).device
     if device.type != "cuda" and not (device.type == "cpu" and interpreting()):
         raise ValueError(f"the Triton paged decode kernel needs the engine on a CUDA GPU (this one is on "
-                         f"{device}); on CPU use ch09_advanced.paged_decode_cpu instead")
+                         f"{device}); on CPU use ch09_advanced.paged_decode_bench instead")
     model.decode_kernel = kernel
 
 

@@ -15,6 +15,7 @@ of the solution; see :func:`load_exercise`. ``make grade EX=4.1`` uses it.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import shutil
 import socket
@@ -42,6 +43,9 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--exercises", action="store_true", default=False,
                      help="test the reader's exercise stubs instead of the reference solutions")
+    parser.addoption("--exercise-module", default=None, metavar="FILE.py",
+                     help="test this file instead (any path, e.g. tests/graders/ex4_2_wrong.py): how the "
+                          "graders themselves are checked")
 
 
 def _vllm_reason() -> str | None:
@@ -117,10 +121,43 @@ def load_exercise(package: str, module: str, use_exercises: bool):
     return importlib.import_module(f"{package}.{kind}.{module}")
 
 
+def load_module_file(path: str | Path):
+    """Import a Python file by path as a fresh module (an exercise variant: wrong, alternative...)."""
+    path = Path(path).resolve()
+    spec = importlib.util.spec_from_file_location(f"_exercise_variant_{path.stem}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.fixture
-def exercise(use_exercises: bool):
-    """``exercise("ch04_kvcache", "ex4_1_simple_kv_cache")`` -> the module under test."""
+def exercise(use_exercises: bool, pytestconfig: pytest.Config):
+    """``exercise("ch04_kvcache", "ex4_1_simple_kv_cache")`` -> the module under test.
+
+    ``--exercise-module FILE`` replaces it with that file (the graders' own tests use variants under
+    ``tests/graders/``).
+    """
+    override = pytestconfig.getoption("--exercise-module")
+    if override:
+        return lambda package, module: load_module_file(override)
     return lambda package, module: load_exercise(package, module, use_exercises)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run the test on one torch thread (restored after).
+
+    On a machine shared with other jobs, two intra-op threads wait on each other in every small op: the
+    exercise graders measured 12 s for a 4-layer GPTQ run that takes 0.5 s on one thread (2-core EPYC,
+    2026-12-03), and a cached decode loop slowed far more than an uncached one. Graders that time or run
+    many small ops use it (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------- models

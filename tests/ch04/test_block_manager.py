@@ -50,6 +50,29 @@ def test_fork_shares_blocks_and_copy_on_write_on_shared_last_block():
     bm.check_invariants()
 
 
+@pytest.mark.parametrize("free_parent_first", [True, False])
+def test_n_way_fork_copies_the_shared_last_block_n_minus_1_times_and_leaks_nothing(free_parent_first):
+    """Parallel sampling, n = 4: the prompt's full block stays shared by all four; the partial one is
+    copied by the first three writers, and the last holder writes it in place (its ref count is 1 by then)."""
+    bm = BlockManager(num_blocks=8, block_size=4)
+    full, partial = bm.allocate(0, [1, 2, 3, 4, 5, 6])
+    for child in (1, 2, 3):
+        bm.fork(0, child)
+    assert bm.num_used_blocks == 2 and bm.ref_count(full) == bm.ref_count(partial) == 4
+    copies = [bm.append_token(seq, 10 + seq) for seq in (1, 2, 3, 0)]
+    assert [c.src for c in copies[:3]] == [partial] * 3 and copies[3] is None
+    assert [bm.ref_count(c.dst) for c in copies[:3]] == [1, 1, 1]
+    assert bm.block_table(0) == [full, partial] and bm.ref_count(partial) == 1
+    assert bm.ref_count(full) == 4 and bm.num_used_blocks == 5          # 1 shared + 4 own last blocks
+    bm.check_invariants()
+    order = [0, 1, 2, 3] if free_parent_first else [3, 2, 1, 0]
+    for i, seq in enumerate(order):
+        bm.free(seq)
+        assert bm.ref_count(full) == 3 - i                           # the shared block goes last
+        bm.check_invariants()
+    assert bm.num_free_blocks == bm.num_blocks                       # no leak
+
+
 def test_fork_on_full_last_block_needs_no_copy():
     bm = BlockManager(num_blocks=8, block_size=4)
     bm.allocate(0, [1, 2, 3, 4])

@@ -169,6 +169,21 @@ def test_paged_cache_copy_block_and_sizes(tiny_model):
         cache.copy_block(0, 4)
 
 
+def test_paged_cache_copy_blocks_does_many_copies_at_once(tiny_model):
+    cache = PagedKVCache(tiny_model[0].config, 6, 4)
+    cache.kv.normal_()
+    before = cache.kv.clone()
+    cache.copy_blocks([(1, 4), (1, 5), (2, 0)])
+    for src, dst in [(1, 4), (1, 5), (2, 0)]:
+        assert torch.equal(cache.kv[:, :, dst], before[:, :, src])
+    assert torch.equal(cache.kv[:, :, 1:4], before[:, :, 1:4])      # sources untouched
+    cache.copy_blocks([])
+    with pytest.raises(ValueError, match="distinct"):
+        cache.copy_blocks([(1, 2), (2, 3)])
+    with pytest.raises(IndexError):
+        cache.copy_blocks([(1, 2), (0, 6)])
+
+
 def test_metadata_rejects_inconsistent_lengths():
     with pytest.raises(ValueError, match="slot_mapping"):
         AttentionMetadata([2], [2], [[0]], torch.tensor([0]))

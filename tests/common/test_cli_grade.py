@@ -89,3 +89,47 @@ def test_figures_main_prints_the_visible_figures_then_every_figure_as_json(capsy
     assert parse_json_line(out) == {"speedup": 1.5, "hardware": {"cpu": "x"}, "notes": ["n1"]}
     assert cli.figures_main("x", "doc", fake, "T", ["--json"]) == 0
     assert capsys.readouterr().out.count("\n") == 1  # --json: the JSON line alone
+
+
+def test_grade_verdicts_pass_fail_and_incomplete_on_skips():
+    assert grade.verdict(grade.Outcome(0, tests=4))[:2] == ("PASS", 0)
+    assert grade.verdict(grade.Outcome(1, tests=4, failed=1))[:2] == ("FAIL", 1)
+    assert grade.verdict(grade.Outcome(0, tests=0))[:2] == ("FAIL", 1)  # nothing ran: not a pass
+    skipped = {"t::a": "no prometheus binary (apt-get install prometheus)", "t::b": "no prometheus binary "
+               "(apt-get install prometheus)"}
+    word, code, detail = grade.verdict(grade.Outcome(0, tests=4, skipped=skipped))
+    assert (word, code) == ("INCOMPLETE", grade.INCOMPLETE_EXIT) == ("INCOMPLETE", 3)
+    assert "2 of 4 tests skipped" in detail and detail.count("apt-get install prometheus") == 1
+    # a failure outranks a skip
+    assert grade.verdict(grade.Outcome(1, tests=4, failed=1, skipped=skipped))[0] == "FAIL"
+
+
+def test_grade_reads_skips_from_a_real_pytest_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")  # hypothesis/schemathesis plugins cost ~2 s
+    (tmp_path / "test_x.py").write_text(
+        "import pytest\n"
+        "@pytest.mark.skip(reason='no prometheus binary (apt-get install prometheus)')\n"
+        "def test_needs_prometheus(): pass\n"
+        "@pytest.mark.xfail(reason='known')\n"
+        "def test_xfail(): assert 0\n"
+        "def test_ok(): pass\n")
+    out = grade.run_tests([tmp_path / "test_x.py"], exercises=False, extra=["-p", "no:cacheprovider"],
+                          cwd=tmp_path)
+    assert (out.returncode, out.tests, out.failed) == (0, 3, 0)
+    assert list(out.skipped.values()) == ["no prometheus binary (apt-get install prometheus)"]  # not the xfail
+    assert grade.verdict(out)[0] == "INCOMPLETE"
+
+
+def test_grade_main_prints_incomplete_and_exits_3_when_a_test_skipped(monkeypatch, capsys):
+    seen = {}
+
+    def fake_run(files, *, exercises, extra=()):
+        seen.update(files=[f.name for f in files], exercises=exercises)
+        return grade.Outcome(0, tests=4, skipped={"x::a": "no prometheus binary (apt-get install prometheus)"})
+
+    monkeypatch.setattr(grade, "run_tests", fake_run)
+    assert grade.main(["8.2"]) == 3
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("exercise 8.2 (your exercise): INCOMPLETE - 1 of 4 tests skipped")
+    assert "apt-get install prometheus" in line
+    assert seen == {"files": ["test_ex8_2_monitoring.py"], "exercises": True}

@@ -1,26 +1,24 @@
-"""Paged decode attention as a C++ CPU operator: read K/V where they lie in the block pool (9.4, 9.5).
+"""A benchmark of chapter 4's C++ paged decode operator: kernel vs gather + SDPA, alone and in the engine (9.4, 9.5).
 
-    python -m ch09_advanced.paged_decode_cpu            # kernel vs ch04's gather + SDPA, growing contexts,
+    python -m ch09_advanced.paged_decode_bench          # kernel vs ch04's gather + SDPA, growing contexts,
                                                         # then ch05's engine on ShareGPT with and without it
-    python -m ch09_advanced.paged_decode_cpu --smoke
+    python -m ch09_advanced.paged_decode_bench --smoke
 
 Chapter 4's ``paged_attention`` serves a decode batch in three passes over memory: ``index_select``
 copies every sequence's K and V out of the block pool (padded to the longest context), then SDPA reads
 the copies. At batch 16 with ~1,000-token contexts that copy is the largest cost of an engine step on a
-CPU (ch05 README). This operator is what vLLM's CPU paged-attention kernel does: one task per
-sequence walks its block table, reads each token's K row (all KV heads, contiguous) once for every
+CPU (ch05 README). The operator that avoids it is what vLLM's CPU paged-attention kernel does: one task
+per sequence walks its block table, reads each token's K row (all KV heads, contiguous) once for every
 query head (GQA: head h uses KV head h / group), keeps the scores in a small buffer, then reads each
 V row once. No copy, no padding.
 
-The operator is PagedAttention's own kernel, so it lives in chapter 4 (``ch04_kvcache/paged_decode_cpu.py``:
-``CPP_SOURCE``, ``build``, ``kernel``, ``make_decode_kernel``) and chapter 5's engine uses it by default
-on CPU fp32 (``EngineConfig.decode_kernel="auto"``). This module teaches how it is built and measures
-it: the C++ source is ch04's ``CPP_SOURCE`` (re-exported here), :func:`compare` times it against ch04's
-gather + SDPA per layer, and :func:`engine_speedup` runs ch05's engine on ShareGPT with the kernel and
-with ``decode_kernel="torch"``. It plugs into ch04's hook (``model.decode_kernel``): pure-decode steps use
-it, mixed steps (prefill chunks) keep the torch path; :func:`install` sets it on any engine's model.
-Built with ``common.cpp_ext.load_cpp`` (``torch.utils.cpp_extension.load_inline``) on first use (about a
-minute with g++), cached like ``cpp_op.py``. The tests hold it to ch04's naive reference.
+The operator is PagedAttention's own kernel, so it lives in chapter 4 (``ch04_kvcache/csrc/paged_decode.cpp``,
+built and wrapped by ``ch04_kvcache/paged_decode_cpu.py``: ``build``, ``kernel``, ``make_decode_kernel``) and
+chapter 5's engine uses it by default on CPU fp32 (``EngineConfig.decode_kernel="auto"``). This module holds no
+kernel of its own; it measures ch04's: :func:`compare` times it against ch04's gather + SDPA per layer, and
+:func:`engine_speedup` runs ch05's engine on ShareGPT with the kernel and with ``decode_kernel="torch"``. It
+plugs into ch04's hook (``model.decode_kernel``): pure-decode steps use it, mixed steps (prefill chunks) keep
+the torch path; :func:`install` sets it on any engine's model. The tests hold it to ch04's naive reference.
 """
 
 from __future__ import annotations
@@ -28,12 +26,12 @@ from __future__ import annotations
 import torch
 
 from ch04_kvcache.paged_attention import build_plan, paged_attention
-from ch04_kvcache.paged_decode_cpu import CPP_SOURCE, build, kernel, make_decode_kernel, random_case
+from ch04_kvcache.paged_decode_cpu import build, kernel, make_decode_kernel, random_case
 from common.bench import interleaved, stamp_dict, time_fn
 from common.cli import add_common_args, friendly_errors, make_parser, seed_everything
 from common.report import emit_json, print_table
 
-__all__ = ["CPP_SOURCE", "build", "compare", "engine_speedup", "install", "kernel", "main", "random_case"]
+__all__ = ["build", "compare", "engine_speedup", "install", "kernel", "main", "random_case"]
 
 
 def install(engine) -> None:
@@ -89,7 +87,7 @@ def engine_speedup(n: int = 32, max_output: int = 128, max_prompt: int = 1024, b
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser("python -m ch09_advanced.paged_decode_cpu", __doc__)
+    parser = make_parser("python -m ch09_advanced.paged_decode_bench", __doc__)
     add_common_args(parser, model=False)
     parser.add_argument("--seqs", type=int, default=16, help="sequences in the decode batch (and engine batch)")
     parser.add_argument("--requests", type=int, default=32, help="ShareGPT requests for the engine comparison")
@@ -115,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{eng['engine_tok_s']:.1f} tok/s with gather + SDPA, {eng['engine_with_kernel_tok_s']:.1f} "
                   f"with the kernel ({eng['engine_kernel_speedup']:.2f}x), identical tokens: "
                   f"{eng['engine_kernel_tokens_identical']}")
-        emit_json({"bench": "ch09_advanced.paged_decode_cpu", "results": rows,
+        emit_json({"bench": "ch09_advanced.paged_decode_bench", "results": rows,
                    "max_abs_diff": max(r["max abs diff"] for r in rows),
                    "speedup_at_longest": rows[-1]["speedup"], **eng, "hardware": stamp_dict(dtype="fp32")})
     return 0
