@@ -31,6 +31,7 @@ from ch08_production.pipeline import RequestRecord, run_generation
 from ch08_production.protocol import APIError
 from ch08_production.security import redact
 from ch08_production.state import ServerState
+from ch08_production.structured_request import StructuredOutputError, requested_field, structured_output
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -100,10 +101,23 @@ def sampling_params(state: ServerState, body: P.CompletionRequest | P.ChatComple
             presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
             repetition_penalty=1.0 if body.repetition_penalty is None else body.repetition_penalty,
             logprobs=body.num_logprobs() if chat else body.logprobs,
-            include_stop_str_in_output=body.include_stop_str_in_output)
+            include_stop_str_in_output=body.include_stop_str_in_output, structured_outputs=structured_output(body))
+    except StructuredOutputError as exc:
+        state.metrics.rejected.labels("invalid").inc()
+        raise APIError(400, f"invalid '{exc.field}': {exc.reason}", param=exc.field) from None
     except SamplingParamsError as exc:
         state.metrics.rejected.labels("invalid").inc()
         raise APIError(400, f"invalid '{exc.field}': {exc}", param=exc.field) from None
+
+
+def _check_structured(backend: Any, body: P.CompletionRequest | P.ChatCompletionRequest,
+                      params: SamplingParams) -> None:
+    """A 400 when the backend that would serve the request cannot constrain its output."""
+    if params.structured_outputs is not None and not getattr(backend, "supports_structured_outputs", False):
+        field = requested_field(body)
+        raise APIError(400, f"'{field}' (structured outputs) is not supported by the '{backend.name}' backend "
+                            "serving this request: it samples without a grammar; use the engine or vllm backend, "
+                            "or send the request without it", param=field)
 
 
 def _token_texter(tokenizer: Any) -> P.TokenText:
@@ -147,6 +161,7 @@ async def handle(state: ServerState, request: Request, body: P.CompletionRequest
                        headers={"Retry-After": str(max(1, math.ceil(decision.retry_after_s)))})
     try:
         admission = state.admit()
+        _check_structured(admission.backend, body, params)
     except APIError:
         state.limiter.refund(key_id, reserved)
         raise

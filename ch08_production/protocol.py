@@ -7,7 +7,9 @@ the sampling fields are checked once more by ch04's ``SamplingParams`` (the one 
 
 Sampling fields: OpenAI's ``temperature``, ``top_p``, ``seed``, ``stop``, ``presence_penalty``,
 ``frequency_penalty``, chat ``logprobs``/``top_logprobs`` and completions ``logprobs: k``; vLLM's
-``top_k``, ``min_p``, ``repetition_penalty``, ``ignore_eos`` and ``include_stop_str_in_output``. Chat
+``top_k``, ``min_p``, ``repetition_penalty``, ``ignore_eos`` and ``include_stop_str_in_output``;
+structured outputs: OpenAI's ``response_format`` and vLLM's ``structured_outputs``/``guided_*``
+(``structured_request.py``). Chat
 messages take ``content`` as a string or a list of ``{"type": "text", "text": ...}`` parts (joined with
 newlines, as vLLM does); role ``developer`` is treated as ``system``. Logprobs are the raw model's
 (before penalties and temperature), vLLM V1's default; they come back in OpenAI's two shapes, built by
@@ -23,6 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ch04_kvcache.sampling import MAX_LOGPROBS, TokenLogprob
+from ch08_production.structured_request import MAX_SPEC_CHARS, ResponseFormat, StructuredOutputsField
 
 MAX_STOP = 4
 MAX_STOP_LEN = 256
@@ -79,6 +82,13 @@ class _Common(_Strict):
     user: Annotated[str, Field(max_length=256)] | None = None
     ignore_eos: bool = False  # vLLM extension used by serving benchmarks: generate exactly max_tokens
     include_stop_str_in_output: bool = False  # vLLM extension
+    # structured outputs (structured_request.py): OpenAI's response_format, vLLM's structured_outputs and guided_*
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputsField | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: Annotated[str, Field(max_length=MAX_SPEC_CHARS)] | None = None
+    guided_choice: Annotated[list[str], Field(min_length=1, max_length=256)] | None = None
+    guided_grammar: Annotated[str, Field(max_length=MAX_SPEC_CHARS)] | None = None
 
     @field_validator("n")
     @classmethod
