@@ -85,8 +85,8 @@ class GrammarCache:
 
     def _compile(self, so: StructuredOutput) -> xgr.CompiledGrammar:
         c = self.compiler
-        if so.kind == "json_object":
-            return c.compile_builtin_json_grammar()
+        if so.kind == "json_object":   # OpenAI's json_object is an object, not any JSON value
+            return c.compile_json_schema('{"type": "object"}', any_whitespace=False)
         if so.kind == "json_schema":
             return c.compile_json_schema(so.spec, any_whitespace=False)
         if so.kind == "regex":
