@@ -32,6 +32,7 @@ from ch08_production.protocol import APIError
 from ch08_production.security import redact
 from ch08_production.state import ServerState
 from ch08_production.structured_request import StructuredOutputError, requested_field, structured_output
+from ch08_production.tools import tool_message, tool_plan
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -236,7 +237,11 @@ async def handle(state: ServerState, request: Request, body: P.CompletionRequest
     if token_text is not None:
         lp_body = P.chat_logprobs(logprobs, token_text) if chat else P.completion_logprobs(logprobs, token_text)
     build = P.chat_body if chat else P.completion_body
-    return JSONResponse(build(rid, model, text, fin, len(ids), record.completion_tokens, created, lp_body))
+    out = build(rid, model, text, fin, len(ids), record.completion_tokens, created, lp_body)
+    plan = tool_plan(body) if chat else None
+    if plan is not None and fin == "stop" and (msg := tool_message(plan, text)) is not None:
+        out["choices"][0].update(message=msg, finish_reason="tool_calls")   # the grammar made it a call
+    return JSONResponse(out)
 
 
 async def _sse_events(events: AsyncIterator, finish: Any, record: RequestRecord, rid: str, model: str,

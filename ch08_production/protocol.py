@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from ch04_kvcache.sampling import MAX_LOGPROBS, TokenLogprob
 from ch08_production.structured_request import MAX_SPEC_CHARS, ResponseFormat, StructuredOutputsField
+from ch08_production.tools import Tool, ToolChoice
 
 MAX_STOP = 4
 MAX_STOP_LEN = 256
@@ -190,9 +191,12 @@ class ChatMessage(_Strict):
 
 
 class ChatCompletionRequest(_Common):
-    """POST /v1/chat/completions. Text messages (strings or text parts); no tools or images."""
+    """POST /v1/chat/completions. Text messages (strings or text parts), no images; ``tools`` with
+    ``tool_choice`` "required" or a named function (``tools.py``)."""
 
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=256)]
+    tools: Annotated[list[Tool], Field(min_length=1, max_length=128)] | None = None
+    tool_choice: ToolChoice | None = None
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     logprobs: bool | None = None

@@ -11,6 +11,7 @@ request field                                                  StructuredOutput 
 "grammar" | "json_object": ...}``
 ``guided_json``, ``guided_regex``, ``guided_choice``,          same kinds        vLLM (before 0.12)
 ``guided_grammar``
+``tools`` + ``tool_choice`` "required" or a named function      ``json_schema``   OpenAI (``tools.py``)
 =============================================================  ================  ======================
 
 A request may set one of them (``response_format: {"type": "text"}`` means none). The constraint is
@@ -27,6 +28,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ch04_kvcache.structured_output import StructuredOutput, StructuredOutputError
+from ch08_production.tools import tool_constraint, tool_plan
 
 __all__ = ["ResponseFormat", "StructuredOutputError", "StructuredOutputsField", "requested_field",
            "structured_output", "vllm_structured_outputs"]
@@ -82,6 +84,9 @@ def _candidates(body: Any) -> list[tuple[str, Any]]:
                                                               f"json_object (got {len(set_)})")
         k = set_[0]
         out.append((f"structured_outputs.{k.rstrip('_')}", lambda: _build(k.rstrip("_"), getattr(so, k))))
+    plan = tool_plan(body)
+    if plan is not None:
+        out.append(("tools", lambda: tool_constraint(body, plan)))
     for name, kind in (("guided_json", "json"), ("guided_regex", "regex"), ("guided_choice", "choice"),
                        ("guided_grammar", "grammar")):
         v = getattr(body, name, None)

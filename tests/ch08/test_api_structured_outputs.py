@@ -83,3 +83,41 @@ def test_vllm_proxy_forwards_the_constraint_as_structured_outputs():
     body = proxy._body(GenerationRequest("r", (1, 2), SamplingParams(structured_outputs=StructuredOutput.choice(["a"]))))
     assert body["structured_outputs"] == {"choice": ["a"]}
     assert "structured_outputs" not in proxy._body(GenerationRequest("r", (1, 2), SamplingParams()))
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"enum": ["Paris", "Oslo"]}, "days": {"type": "integer", "minimum": 1,
+                                                                                   "maximum": 7}},
+    "required": ["city", "days"], "additionalProperties": False}}}
+TIME = {"type": "function", "function": {"name": "get_time", "parameters": {
+    "type": "object", "properties": {"tz": {"enum": ["UTC", "CET"]}}, "required": ["tz"], "additionalProperties": False}}}
+
+
+def test_tool_calls_for_a_named_function_and_required(client):
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    r = client.chat.completions.create(model="tiny", messages=MSG, max_tokens=40, temperature=0,
+                                       tools=[WEATHER, TIME], tool_choice=named)
+    ch = r.choices[0]
+    assert ch.finish_reason == "tool_calls" and ch.message.content is None
+    [call] = ch.message.tool_calls
+    assert call.type == "function" and call.function.name == "get_weather" and call.id.startswith("call_")
+    jsonschema.validate(json.loads(call.function.arguments), WEATHER["function"]["parameters"])
+    r = client.chat.completions.create(model="tiny", messages=MSG, max_tokens=48, temperature=0,
+                                       tools=[WEATHER, TIME], tool_choice="required")
+    [call] = r.choices[0].message.tool_calls
+    tool = {"get_weather": WEATHER, "get_time": TIME}[call.function.name]
+    jsonschema.validate(json.loads(call.function.arguments), tool["function"]["parameters"])
+
+
+@pytest.mark.parametrize(("kw", "param", "words"), [
+    ({"tools": [WEATHER]}, "tool_choice", "'auto'"),
+    ({"tools": [WEATHER], "tool_choice": "auto"}, "tool_choice", "'required'"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice",
+     "no tool named"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": 3}}}],
+      "tool_choice": "required"}, "tools", "not a valid JSON Schema"),
+])
+def test_unservable_tool_requests_are_400s_naming_the_field(client, kw, param, words):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="tiny", messages=MSG, max_tokens=4, **kw)
+    assert err.value.body["param"] == param and words in err.value.body["message"], err.value.body
