@@ -68,3 +68,11 @@ def test_n2_choices_each_follow_the_schema_and_bad_constraints_fail_early(engine
     with pytest.raises(ValueError, match="invalid regex"):
         engine.add_request([1, 2, 3], SamplingParams(structured_outputs=StructuredOutput("regex", "(")))
     assert not engine.has_unfinished()
+
+
+def test_bench_measures_both_runs_with_the_same_token_count(engine):
+    from ch05_scheduling.structured_bench import measure
+
+    row = measure(engine, batch=2, max_tokens=4, reps=1)
+    assert row["tokens"] == 8 and row["free_tok_s"] > 0 and row["schema_tok_s"] > 0
+    assert row["grammar_ms_per_step"] > 0 and 0 < row["grammar_share_pct"] < 100
