@@ -10,7 +10,9 @@ Backends: ``engine`` (ch05's continuous-batching engine, the default when it is 
 ``transformers`` (a real model, one sequence at a time) and ``vllm`` (a proxy to a vLLM server).
 How to sample is ch04's :class:`~ch04_kvcache.sampling.SamplingParams`, the one every engine in the
 repository uses (temperature, top-k/top-p/min-p, seed, penalties, logprobs); all three backends honour
-every field of it. A chunk carries the logprobs of its tokens when the request asked for them.
+every field of it. A chunk carries the logprobs of its tokens when the request asked for them. A backend
+that applies ``SamplingParams.structured_outputs`` says so with ``supports_structured_outputs = True``
+(engine, vllm); for one without it the server answers 400 instead of returning unconstrained text.
 """
 
 from __future__ import annotations
