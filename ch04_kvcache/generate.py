@@ -138,11 +138,13 @@ def make_stepper(model: LlamaModel, cache: str, max_tokens: int, block_size: int
 def generate(model: LlamaModel, prompt_ids: Sequence[int], max_new_tokens: int, cache: str = "contiguous",
              temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
              eos_token_id: int | Sequence[int] | None = CONFIG_EOS, block_size: int = 16,
-             params: SamplingParams | None = None) -> GenerationResult:
+             params: SamplingParams | None = None, tokenizer: object | None = None) -> GenerationResult:
     """Generate up to ``max_new_tokens`` after ``prompt_ids`` with the chosen cache (see module doc).
 
     ``params`` (when given) replaces ``temperature``/``top_p``/``top_k``/``seed``; its ``max_tokens`` and
-    stop strings are not used here (``max_new_tokens`` and ``eos_token_id`` are).
+    stop strings are not used here (``max_new_tokens`` and ``eos_token_id`` are). Its
+    ``structured_outputs`` masks every step's logits with a grammar (``grammar.py``), compiled against
+    ``tokenizer``, which it then needs.
     """
     if not prompt_ids:
         raise ValueError("the prompt needs at least one token")
@@ -159,6 +161,16 @@ def generate(model: LlamaModel, prompt_ids: Sequence[int], max_new_tokens: int, 
     if params.n != 1:
         raise ValueError(f"generate() makes one sequence, got n={params.n}; ch05's engine samples n > 1 "
                          "completions on shared KV blocks (or call generate with choice_params(params, i))")
+    matcher = None
+    if params.structured_outputs is not None:
+        if tokenizer is None:
+            raise ValueError("structured_outputs needs the tokenizer (generate(..., tokenizer=tok)) "
+                             "to compile its grammar")
+        # xgrammar is imported only when a grammar is asked for
+        from ch04_kvcache.grammar import grammar_cache
+
+        matcher = grammar_cache(tokenizer, model.config.vocab_size, sorted(stop or model.config.eos_token_ids)
+                                ).matcher(params.structured_outputs)
     gen = None
     if params.seed is not None:
         gen = torch.Generator().manual_seed(params.seed)
@@ -171,7 +183,7 @@ def generate(model: LlamaModel, prompt_ids: Sequence[int], max_new_tokens: int, 
     finish = "length"
     t0 = time.perf_counter()
     logits = run(prompt)
-    s = sample_next(logits, params, gen, prompt, out)
+    s = sample_next(_masked(logits, matcher), params, gen, prompt, out)
     synchronize(model.device)
     timings.prefill_s = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -183,16 +195,28 @@ def generate(model: LlamaModel, prompt_ids: Sequence[int], max_new_tokens: int, 
         if nxt in stop:
             finish = "stop"
             break
+        if matcher is not None and (not matcher.accept(nxt) or matcher.is_terminated):
+            finish = "stop"
+            break
         if len(out) >= max_new_tokens:
             break
         ts = time.perf_counter()
         logits = run([nxt])
-        s = sample_next(logits, params, gen, prompt, out)
+        s = sample_next(_masked(logits, matcher), params, gen, prompt, out)
         timings.step_s.append(time.perf_counter() - ts)
         timings.decode_steps += 1
     synchronize(model.device)
     timings.decode_s = time.perf_counter() - t0
     return GenerationResult(out, len(prompt_ids), finish, timings, stepper.nbytes, logprobs)
+
+
+def _masked(logits: torch.Tensor, matcher: object | None) -> torch.Tensor:
+    """The step's logits (V,) with the grammar's forbidden tokens at -inf (unchanged without a grammar)."""
+    if matcher is None:
+        return logits
+    from ch04_kvcache.grammar import apply_bitmask
+
+    return apply_bitmask(logits.reshape(1, -1).clone(), [matcher])[0]
 
 
 def main(argv: list[str] | None = None) -> int:

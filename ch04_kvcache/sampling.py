@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ch04_kvcache.structured_output import StructuredOutput
 from common.cli import UsageError
 
 MAX_LOGPROBS = 20  # alternatives per token, as vLLM's default max_logprobs and OpenAI's top_logprobs limit
@@ -60,6 +61,9 @@ class SamplingParams:
     engine prefills the prompt once and forks its KV blocks copy-on-write. Choice ``i`` samples with
     ``seed + i`` when a seed is given (see :func:`choice_params`); one sequence (ch04's ``generate``) needs
     ``n == 1``.
+    ``structured_outputs`` (a :class:`StructuredOutput`: JSON object or schema,
+    regex, choice, grammar) constrains the output; ch05's engine masks the logits with it
+    (``ch05_scheduling/structured.py``), the samplers below never look at it.
     """
 
     max_tokens: int = 16
@@ -76,6 +80,7 @@ class SamplingParams:
     logprobs: int | None = None
     include_stop_str_in_output: bool = False
     n: int = 1
+    structured_outputs: StructuredOutput | None = None
 
     def __post_init__(self) -> None:
         def bad(field: str, message: str) -> None:
@@ -114,6 +119,8 @@ class SamplingParams:
             bad("seed", "must be an integer or None")
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
             bad("n", "must be an integer >= 1")
+        if self.structured_outputs is not None and not isinstance(self.structured_outputs, StructuredOutput):
+            bad("structured_outputs", "must be a StructuredOutput or None")
 
     @property
     def greedy(self) -> bool:

@@ -11,7 +11,9 @@ loop; vLLM's split into dataclass messages). Requests sample with ch04's ``Sampl
 min_p, seeds, logprobs: see ``model_runner.py``); a :class:`RequestOutput` carries the request's
 ``logprobs`` when it asked for them. A request with ``n > 1`` is prefilled once and forked into ``n``
 choices on shared copy-on-write blocks (``sequence_group.py``); its ``RequestOutput.outputs`` lists the
-``n`` :class:`CompletionOutput` s. Every step's shape and wall time is kept in
+``n`` :class:`CompletionOutput` s. A request with ``structured_outputs`` (JSON schema, regex, choice,
+grammar) has its grammar compiled when it is added and its logits masked every step (``structured.py``);
+it finishes ``"stop"`` when its grammar is complete. Every step's shape and wall time is kept in
 ``engine.step_log`` for ``calibrate.py``. The async streaming API for a server is in ``async_engine.py``.
 
     python -m ch05_scheduling.engine --smoke          # a few chat prompts through the engine
@@ -22,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -39,6 +42,9 @@ from ch05_scheduling.sequence_group import CompletionOutput, GroupOutputs, Seque
 from common.cli import UsageError
 from common.device import pick_device, pick_dtype
 from common.loader import EMBEDDED
+
+if TYPE_CHECKING:
+    from ch05_scheduling.structured import StructuredOutputs
 
 DECODE_KERNELS = ("auto", "cpp", "torch")
 
@@ -177,6 +183,7 @@ class LLMEngine:
         self._group_of: dict[int, int] = {}                                 # member seq id -> request id
         self._next_child_id = -1                                            # children count down: never a request id
         self.clock = time.perf_counter
+        self.structured: StructuredOutputs | None = None   # made with the first constrained request
 
     # ------------------------------------------------------------------ requests
     def encode(self, prompt: str | Seq[int]) -> list[int]:
@@ -192,11 +199,26 @@ class LLMEngine:
         rid = self._next_id if request_id is None else request_id
         self._next_id = max(self._next_id, rid + 1)
         params = params or SamplingParams()
+        if params.structured_outputs is not None:
+            self._structured_outputs().prepare(params.structured_outputs)   # compile now: fail here, not mid-step
         kw = dict(arrival_time=self.clock() if arrival_time is None else arrival_time, priority=priority,
                   tenant=tenant, predicted_output_len=predicted_output_len)
         if params.n > 1:
             return self._add_group(rid, self.encode(prompt), params, kw)
         return self.add_sequence(Sequence(rid, self.encode(prompt), params, **kw))
+
+    def _structured_outputs(self) -> StructuredOutputs:
+        """The engine's grammar state (xgrammar is imported only once a request needs it)."""
+        if self.structured is None:
+            if self.tokenizer is None:
+                raise UsageError("structured outputs need the engine's tokenizer to compile a grammar")
+            from ch04_kvcache.grammar import grammar_cache
+            from ch05_scheduling.structured import StructuredOutputs
+
+            mcfg = self.model.config
+            self.structured = StructuredOutputs(grammar_cache(self.tokenizer, mcfg.vocab_size, mcfg.eos_token_ids))
+            self.runner.structured = self.structured
+        return self.structured
 
     def _add_group(self, rid: int, prompt_ids: list[int], params: SamplingParams, kw: dict) -> int:
         if rid in self._seqs or rid in self._groups:
@@ -252,6 +274,8 @@ class LLMEngine:
             torch.cuda.synchronize()
         now = self.clock()
         self.scheduler.update(out, res.sampled, now, res.logprobs)
+        for sid in res.grammar_done:              # the grammar is complete (normally on EOS, already finished)
+            self.scheduler.finish(sid, FinishReason.STOP, now)
         results = []
         groups: dict[int, list[RequestOutput]] = {}
         for s in out.scheduled:

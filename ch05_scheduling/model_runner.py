@@ -12,7 +12,9 @@ sampled together by ch04's :func:`~ch04_kvcache.sampling.sample_batch`, each wit
 logprobs); a request with a ``seed`` owns a ``torch.Generator`` seeded once, so its tokens are the ones
 ch04's ``generate(seed=...)`` draws, whatever it is batched with. The step that ends the prefill of an
 ``n > 1`` request samples its row once per choice (``ScheduledSeq.fork_ids``, each choice with its own
-params and generator). :meth:`ModelRunner.execute` returns a
+params and generator). Rows of requests with ``structured_outputs`` are masked by their grammar before
+sampling and accept their token after (``structured.py``; the engine sets ``runner.structured`` when
+the first such request arrives). :meth:`ModelRunner.execute` returns a
 :class:`RunnerOutput` message: the sampled token of each request and, where asked for, its logprobs.
 
 ``python -m ch05_scheduling.model_runner --smoke`` runs one mixed prefill+decode batch on a tiny model.
@@ -21,6 +23,7 @@ params and generator). :meth:`ModelRunner.execute` returns a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -29,6 +32,9 @@ from ch04_kvcache.paged_attention import AttentionMetadata
 from ch04_kvcache.paged_cache import PagedKVCache
 from ch04_kvcache.sampling import TokenLogprob, sample_batch
 from ch05_scheduling.scheduler import SchedulerOutput
+
+if TYPE_CHECKING:
+    from ch05_scheduling.structured import StructuredOutputs
 
 
 @dataclass(slots=True)
@@ -48,6 +54,7 @@ class RunnerOutput:
 
     sampled: dict[int, int] = field(default_factory=dict)
     logprobs: dict[int, TokenLogprob] = field(default_factory=dict)
+    grammar_done: list[int] = field(default_factory=list)   # seq ids whose grammar terminated this step
 
 
 class ModelRunner:
@@ -59,6 +66,7 @@ class ModelRunner:
         self.cache = PagedKVCache(model.config, num_blocks, block_size, model.device, model.dtype)
         self.shared_generator = torch.Generator().manual_seed(seed)  # requests without their own seed
         self._generators: dict[int, torch.Generator] = {}
+        self.structured: StructuredOutputs | None = None   # grammar masks, once a request asks for one
 
     def prepare(self, out: SchedulerOutput) -> ModelInput:
         ids: list[int] = []
@@ -105,16 +113,21 @@ class ModelRunner:
             logits = logits[[r[4] for r in rows]]
         ids = [r[0] for r in rows]
         params = [r[1] for r in rows]
+        if self.structured is not None:
+            logits = self.structured.mask(logits, ids, params)
+        res = RunnerOutput()
         if all(p.greedy and not p.has_penalties and p.logprobs is None for p in params):
             best = logits.argmax(dim=-1).tolist()   # the common case: one argmax for the whole batch
-            return RunnerOutput(dict(zip(ids, best, strict=True)))
-        samples = sample_batch(logits, params, [self._generator(r[0], r[1].seed) for r in rows],
-                               [r[2] for r in rows], [r[3] for r in rows])
-        res = RunnerOutput()
-        for sid, smp in zip(ids, samples, strict=True):
-            res.sampled[sid] = smp.token_id
-            if smp.logprob is not None:
-                res.logprobs[sid] = smp.logprob
+            res.sampled = dict(zip(ids, best, strict=True))
+        else:
+            samples = sample_batch(logits, params, [self._generator(r[0], r[1].seed) for r in rows],
+                                   [r[2] for r in rows], [r[3] for r in rows])
+            for sid, smp in zip(ids, samples, strict=True):
+                res.sampled[sid] = smp.token_id
+                if smp.logprob is not None:
+                    res.logprobs[sid] = smp.logprob
+        if self.structured is not None:
+            res.grammar_done = self.structured.accept(res.sampled)
         return res
 
     def _generator(self, seq_id: int, seed: int | None) -> torch.Generator:
@@ -126,8 +139,10 @@ class ModelRunner:
         return gen
 
     def release(self, seq_id: int) -> None:
-        """Forget a finished request's generator."""
+        """Forget a finished request's generator (and grammar matcher)."""
         self._generators.pop(seq_id, None)
+        if self.structured is not None:
+            self.structured.release(seq_id)
 
 
 def main(argv: list[str] | None = None) -> int:

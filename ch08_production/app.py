@@ -31,6 +31,8 @@ from ch08_production.pipeline import RequestRecord, run_generation
 from ch08_production.protocol import APIError
 from ch08_production.security import redact
 from ch08_production.state import ServerState
+from ch08_production.structured_request import StructuredOutputError, requested_field, structured_output
+from ch08_production.tools import tool_message, tool_plan
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -100,10 +102,24 @@ def sampling_params(state: ServerState, body: P.CompletionRequest | P.ChatComple
             presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
             repetition_penalty=1.0 if body.repetition_penalty is None else body.repetition_penalty,
             logprobs=body.num_logprobs() if chat else body.logprobs,
-            include_stop_str_in_output=body.include_stop_str_in_output, n=body.n)
+            include_stop_str_in_output=body.include_stop_str_in_output, n=body.n,
+            structured_outputs=structured_output(body))
+    except StructuredOutputError as exc:
+        state.metrics.rejected.labels("invalid").inc()
+        raise APIError(400, f"invalid '{exc.field}': {exc.reason}", param=exc.field) from None
     except SamplingParamsError as exc:
         state.metrics.rejected.labels("invalid").inc()
         raise APIError(400, f"invalid '{exc.field}': {exc}", param=exc.field) from None
+
+
+def _check_structured(backend: Any, body: P.CompletionRequest | P.ChatCompletionRequest,
+                      params: SamplingParams) -> None:
+    """A 400 when the backend that would serve the request cannot constrain its output."""
+    if params.structured_outputs is not None and not getattr(backend, "supports_structured_outputs", False):
+        field = requested_field(body)
+        raise APIError(400, f"'{field}' (structured outputs) is not supported by the '{backend.name}' backend "
+                            "serving this request: it samples without a grammar; use the engine or vllm backend, "
+                            "or send the request without it", param=field)
 
 
 def _token_texter(tokenizer: Any) -> P.TokenText:
@@ -147,6 +163,7 @@ async def handle(state: ServerState, request: Request, body: P.CompletionRequest
                        headers={"Retry-After": str(max(1, math.ceil(decision.retry_after_s)))})
     try:
         admission = state.admit()
+        _check_structured(admission.backend, body, params)
     except APIError:
         state.limiter.refund(key_id, reserved)
         raise
@@ -235,8 +252,14 @@ async def handle(state: ServerState, request: Request, body: P.CompletionRequest
         choices.append(P.Choice(i, "".join(text_parts[i]), P.openai_finish(finishes[i]), lp_body))
     build = P.chat_body if chat else P.completion_body
     c0 = choices[0]
-    return JSONResponse(build(rid, model, c0.text, c0.finish_reason, len(ids), record.completion_tokens, created,
-                              c0.logprobs, choices))
+    out = build(rid, model, c0.text, c0.finish_reason, len(ids), record.completion_tokens, created,
+                c0.logprobs, choices)
+    plan = tool_plan(body) if chat else None
+    if plan is not None:
+        for c, body_choice in zip(choices, out["choices"], strict=True):
+            if c.finish_reason == "stop" and (msg := tool_message(plan, c.text)) is not None:
+                body_choice.update(message=msg, finish_reason="tool_calls")   # the grammar made it a call
+    return JSONResponse(out)
 
 
 async def _sse_events(events: AsyncIterator, finish: Any, record: RequestRecord, rid: str, model: str,

@@ -7,7 +7,9 @@ the sampling fields are checked once more by ch04's ``SamplingParams`` (the one 
 
 Sampling fields: OpenAI's ``temperature``, ``top_p``, ``seed``, ``stop``, ``presence_penalty``,
 ``frequency_penalty``, chat ``logprobs``/``top_logprobs`` and completions ``logprobs: k``; vLLM's
-``top_k``, ``min_p``, ``repetition_penalty``, ``ignore_eos`` and ``include_stop_str_in_output``. Chat
+``top_k``, ``min_p``, ``repetition_penalty``, ``ignore_eos`` and ``include_stop_str_in_output``;
+structured outputs: OpenAI's ``response_format`` and vLLM's ``structured_outputs``/``guided_*``
+(``structured_request.py``). Chat
 messages take ``content`` as a string or a list of ``{"type": "text", "text": ...}`` parts (joined with
 newlines, as vLLM does); role ``developer`` is treated as ``system``. ``n`` (1..``MAX_N``) asks for several choices; streamed
 chunks carry each choice's ``index`` and usage counts every choice's tokens (the prompt once). Logprobs are the raw model's
@@ -25,6 +27,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ch04_kvcache.sampling import MAX_LOGPROBS, TokenLogprob
+from ch08_production.structured_request import MAX_SPEC_CHARS, ResponseFormat, StructuredOutputsField
+from ch08_production.tools import Tool, ToolChoice
 
 MAX_N = 16  # choices per request (OpenAI documents no limit; vLLM none either); each one is a sequence
 MAX_STOP = 4
@@ -82,6 +86,13 @@ class _Common(_Strict):
     user: Annotated[str, Field(max_length=256)] | None = None
     ignore_eos: bool = False  # vLLM extension used by serving benchmarks: generate exactly max_tokens
     include_stop_str_in_output: bool = False  # vLLM extension
+    # structured outputs (structured_request.py): OpenAI's response_format, vLLM's structured_outputs and guided_*
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputsField | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: Annotated[str, Field(max_length=MAX_SPEC_CHARS)] | None = None
+    guided_choice: Annotated[list[str], Field(min_length=1, max_length=256)] | None = None
+    guided_grammar: Annotated[str, Field(max_length=MAX_SPEC_CHARS)] | None = None
 
     @field_validator("stop")
     @classmethod
@@ -174,9 +185,12 @@ class ChatMessage(_Strict):
 
 
 class ChatCompletionRequest(_Common):
-    """POST /v1/chat/completions. Text messages (strings or text parts); no tools or images."""
+    """POST /v1/chat/completions. Text messages (strings or text parts), no images; ``tools`` with
+    ``tool_choice`` "required" or a named function (``tools.py``)."""
 
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=256)]
+    tools: Annotated[list[Tool], Field(min_length=1, max_length=128)] | None = None
+    tool_choice: ToolChoice | None = None
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     logprobs: bool | None = None

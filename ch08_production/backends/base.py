@@ -11,7 +11,10 @@ Backends: ``engine`` (ch05's continuous-batching engine, the default when it is 
 How to sample is ch04's :class:`~ch04_kvcache.sampling.SamplingParams`, the one every engine in the
 repository uses (temperature, top-k/top-p/min-p, seed, penalties, logprobs, ``n``); all three backends
 honour every field of it (``n > 1``: the engine forks one prefill copy-on-write, the transformers backend
-runs the choices one after another, vLLM gets ``n``; choice i samples with seed + i). A chunk carries the logprobs of its tokens when the request asked for them.
+runs the choices one after another, vLLM gets ``n``; choice i samples with seed + i). A chunk carries the
+logprobs of its tokens when the request asked for them. A backend that applies
+``SamplingParams.structured_outputs`` says so with ``supports_structured_outputs = True`` (engine, vllm);
+for one without it the server answers 400 instead of returning unconstrained text.
 """
 
 from __future__ import annotations

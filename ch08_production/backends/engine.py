@@ -32,6 +32,7 @@ from ch08_production.backends.base import (
 
 class EngineBackend:
     name = "engine"
+    supports_structured_outputs = True   # ch05's engine masks the logits with the request's grammar
 
     def __init__(self, model: str, model_name: str | None = None, max_model_len: int | None = None,
                  **engine_kwargs: Any) -> None:

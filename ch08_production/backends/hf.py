@@ -67,6 +67,7 @@ class TransformersBackend:
     """``transformers`` causal LM served one request at a time on a worker thread."""
 
     name = "transformers"
+    supports_structured_outputs = False  # generate() samples without a grammar: the server answers 400
 
     def __init__(self, model_path: str, model_name: str | None = None, max_model_len: int | None = None,
                  dtype: torch.dtype = torch.float32, load_format: str = "auto") -> None:

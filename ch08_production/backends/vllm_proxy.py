@@ -32,6 +32,7 @@ from ch08_production.backends.base import (
     StreamChunk,
     TokenLogprob,
 )
+from ch08_production.structured_request import vllm_structured_outputs
 
 
 def _token_id(token: str) -> int:
@@ -74,6 +75,7 @@ def parse_prometheus_values(text: str, names: tuple[str, ...]) -> dict[str, floa
 
 class VLLMProxyBackend:
     name = "vllm"
+    supports_structured_outputs = True
     _STATS = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
               "vllm:num_preemptions_total")
 
@@ -165,6 +167,8 @@ class VLLMProxyBackend:
         if p.logprobs is not None:
             body["logprobs"] = p.logprobs
             body["return_tokens_as_token_ids"] = True
+        if p.structured_outputs is not None:   # vLLM compiles and applies the grammar itself
+            body["structured_outputs"] = vllm_structured_outputs(p.structured_outputs)
         return body  # stop strings are applied by our pipeline, the same for every backend
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamChunk]:

@@ -10,7 +10,7 @@ from common.report import parse_json_line
 
 MODULES = ["sequence", "policies", "scheduler", "model_runner", "engine", "async_engine", "cost_model", "workload",
            "metrics", "simulator", "timeline", "replay", "calibrate", "bench", "rate_at_slo", "tune", "headline",
-           "basic_inference",
+           "basic_inference", "structured", "structured_bench",
            "vllm_bench"]
 
 
