@@ -1,5 +1,5 @@
 """Every chapter's checklist (实战检查清单): each item says OK, WARN or FAIL for the case it is about, with a
-fix for anything not OK, and every ``python -m chNN_x.checklist --json`` runs here and prints one JSON line."""
+fix for anything not OK, and every ``python -m chNN_x.checklist --json`` (chapters 1-9) runs here and prints one JSON line."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import socket
 
 import pytest
 
+from ch01_economics import checklist as c1
 from ch02_gpu import checklist as c2
 from ch03_env import checklist as c3
 from ch04_kvcache import checklist as c4
@@ -34,7 +35,7 @@ def test_a_check_that_is_not_ok_must_say_how_to_fix_it():
         Check("x", WARN, "something is off")
 
 
-@pytest.mark.parametrize("module", ["ch04_kvcache", "ch05_scheduling", "ch06_quantization", "ch07_speculative",
+@pytest.mark.parametrize("module", ["ch01_economics", "ch04_kvcache", "ch05_scheduling", "ch06_quantization", "ch07_speculative",
                                     "ch08_production", "ch09_advanced"])
 def test_each_checklist_runs_and_prints_one_json_line(module, capsys):
     mod = importlib.import_module(f"{module}.checklist")
@@ -43,6 +44,16 @@ def test_each_checklist_runs_and_prints_one_json_line(module, capsys):
     line = json.loads(out[-1])
     assert code == (1 if line["counts"]["FAIL"] else 0)
     assert line["checklist"] and all(c["status"] in (OK, WARN, FAIL) for c in line["checklist"])
+
+
+def test_ch01_an_idle_or_unmeasured_machine_and_a_missed_cost_target():
+    assert status(c1.check_throughput(None, "the report's key: not measured")) == FAIL
+    assert status(c1.check_price("price_cpu_vm")) == WARN
+    assert status(c1.check_price("given (--price-per-hour)")) == OK
+    assert status(c1.check_utilization(0.2)) == WARN
+    assert status(c1.check_cost(1.28, 0.5)) == FAIL
+    assert status(c1.check_cost(0.32, 0.5)) == OK
+    assert status(c1.check_cost(None, None)) == FAIL
 
 
 def test_ch02_memory_fit_and_the_decode_roofline():
