@@ -90,6 +90,8 @@ TERMS: tuple[tuple[str, str, str, tuple[str, ...], str, str], ...] = (
     ("Text Generation Inference", "TGI推理服务", OPT, ("TGI",), "Hugging Face's inference server", "A.1.2"),
     ("TensorRT-LLM", "TensorRT-LLM引擎", OPT, (), "NVIDIA's compiled inference engine", "A.1.3"),
     ("llama.cpp", "llama.cpp引擎", OPT, (), "the C/C++ engine for GGUF models on CPUs and GPUs", "9.6"),
+    ("structured outputs", "结构化输出", OPT, ("JSON", "JSON schema", "guided decoding"), "decoding under a grammar "
+     "(a JSON schema, a regex, a choice): a token mask keeps the output parseable", "8.1"),
     ("Kubernetes", "Kubernetes容器编排", OPT, ("K8s",), "container orchestration the serving stack deploys to", "8.3"),
     ("Prometheus", "Prometheus监控", OPT, (), "the metrics database that scrapes /metrics", "8.4"),
     ("Grafana", "Grafana仪表盘", OPT, (), "dashboards over Prometheus queries", "8.4"),

@@ -7,8 +7,9 @@
   is n = 4's peak blocks forked over independent (goal <= 0.4: the prompt's 32 blocks held once, not 4x).
 * **logprobs**: a batch of 8 requests with ``logprobs=5`` vs without (tok/s, best of ``--repeats``,
   alternated so drift hits both); ``logprobs_overhead_pct`` = the throughput lost, in percent.
-* **json_schema**: structured outputs are not measured here; the keys stay ``null`` with a note naming
-  the module that measures them.
+* **json_schema**: ch05's ``structured_bench`` on the same weights: free vs JSON-schema decoding (xgrammar's
+  token mask) at batch 1 and 8, ``json_schema_overhead_pct_bs1`` / ``_bs8`` = the throughput lost, in
+  percent (goal <= 10), with the grammar work per step timed directly.
 
 Wall-clock numbers on a shared machine are measured ratios, never asserted. One loaded model serves
 every run; each run gets a fresh engine (scheduler, block pool, KV cache) around it.
@@ -25,9 +26,7 @@ import time
 from ch05_scheduling.engine import EngineConfig, LLMEngine
 from ch05_scheduling.parallel_sampling import fresh_engine, measure, summary, table_rows
 from ch05_scheduling.sequence import SamplingParams
-
-STRUCTURED_MODULE = "ch05_scheduling.structured_bench"  # xgrammar structured outputs (branch grammar)
-JSON_SCHEMA_NOTE = f"structured outputs measured by {STRUCTURED_MODULE} (not part of this benchmark)"
+from ch05_scheduling.structured_bench import measure as schema_measure
 
 
 def batch_tok_per_s(base: LLMEngine, prompts: list[list[int]], params: SamplingParams, num_blocks: int) -> float:
@@ -54,14 +53,17 @@ def logprobs_overhead(base: LLMEngine, prompt: list[int], params: SamplingParams
 
 
 def run_all(base: LLMEngine, prompt: list[int], ns: list[int], params: SamplingParams, *, lp_prompt_len: int,
-            repeats: int, num_blocks: int = 640) -> dict:
+            repeats: int, num_blocks: int = 640, schema_tokens: int = 32) -> dict:
     """Everything the JSON line carries (but the hardware stamp)."""
     rows = measure(base, prompt, ns, params, num_blocks=num_blocks)
     lp = logprobs_overhead(base, prompt[:lp_prompt_len], params, repeats=repeats, num_blocks=num_blocks)
+    # ch05's structured_bench on the same weights: free vs JSON-schema decoding at batch 1 and 8
+    schema_engine = fresh_engine(base, num_blocks=num_blocks, max_num_seqs=8)
+    schema = [schema_measure(schema_engine, b, schema_tokens, repeats) for b in (1, 8)]
     return {"parallel_sampling": rows, **summary(rows), "logprobs": lp,
-            "logprobs_overhead_pct": lp["logprobs_overhead_pct"],
-            "json_schema_overhead_pct_bs1": None, "json_schema_overhead_pct_bs8": None,
-            "json_schema_note": JSON_SCHEMA_NOTE}
+            "logprobs_overhead_pct": lp["logprobs_overhead_pct"], "json_schema": schema,
+            "json_schema_overhead_pct_bs1": schema[0]["overhead_pct"],
+            "json_schema_overhead_pct_bs8": schema[1]["overhead_pct"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,11 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lp-prompt-len", type=positive_int, default=128,
                         help="prompt tokens of each of the 8 logprobs requests")
     parser.add_argument("--repeats", type=positive_int, default=2, help="logprobs runs per side (best kept)")
+    parser.add_argument("--schema-tokens", type=positive_int, default=32,
+                        help="tokens per request of the JSON-schema vs free runs")
     parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling")
     args = parser.parse_args(argv)
     if args.smoke:
         args.prompt_len, args.max_tokens, args.ns, args.lp_prompt_len, args.repeats = 40, 3, [1, 4], 16, 1
+        args.schema_tokens = 8
     with friendly_errors():
         base = LLMEngine(EngineConfig(model=args.model, device=args.device, dtype=args.dtype,
                                       load_format=args.load_format, seed=args.seed, num_blocks=16,
@@ -92,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
                                 seed=args.seed, ignore_eos=True)
         res = run_all(base, prompt[:args.prompt_len], args.ns, params, lp_prompt_len=args.lp_prompt_len,
-                      repeats=args.repeats)
+                      repeats=args.repeats, schema_tokens=args.schema_tokens)
         if not args.json:
             print_table(table_rows(res["parallel_sampling"]), floatfmt=".3g",
                         title=f"n choices (one prefill, CoW fork) vs n requests: {args.prompt_len}-token prompt, "
@@ -101,8 +106,11 @@ def main(argv: list[str] | None = None) -> int:
             print_table([{"batch": lp["batch"], "logprobs": "off", "tok/s": lp["tok_s_without"]},
                          {"batch": lp["batch"], "logprobs": lp["logprobs"], "tok/s": lp["tok_s_with"]}],
                         floatfmt=".3g", title=f"logprobs cost: {lp['logprobs_overhead_pct']:.1f}% of tok/s")
-            print(f"identical tokens (choice i = request with seed + i): {res['identical_tokens']}; "
-                  f"json_schema: {JSON_SCHEMA_NOTE}")
+            print_table([{"batch": r["batch"], "free tok/s": r["free_tok_s"], "schema tok/s": r["schema_tok_s"],
+                          "overhead %": r["overhead_pct"], "grammar ms/step": r["grammar_ms_per_step"]}
+                         for r in res["json_schema"]], floatfmt=".3g",
+                        title=f"JSON schema vs free decoding (ch05 structured_bench), {args.schema_tokens} tokens")
+            print(f"identical tokens (choice i = request with seed + i): {res['identical_tokens']}")
         emit_json({"prompt_len": args.prompt_len, "max_tokens": args.max_tokens, **res,
                    "hardware": stamp_dict(dtype=dtype_name(base.model.dtype))})
     return 0

@@ -20,8 +20,12 @@ def test_smoke_reports_blocks_identical_tokens_and_logprobs_overhead(capsys):
     assert n4["fork_peak_blocks"] < n4["indep_peak_blocks"] and out["n4_blocks_vs_independent"] < 1
     assert rows[1]["fork_peak_blocks"] == rows[1]["indep_peak_blocks"]
     assert out["logprobs"]["batch"] == 8 and isinstance(out["logprobs_overhead_pct"], float)
-    assert out["json_schema_overhead_pct_bs1"] is None and out["json_schema_overhead_pct_bs8"] is None
-    assert "measured by" in out["json_schema_note"]
+    schema = {r["batch"]: r for r in out["json_schema"]}
+    assert set(schema) == {1, 8}
+    for b, key in ((1, "json_schema_overhead_pct_bs1"), (8, "json_schema_overhead_pct_bs8")):
+        r = schema[b]  # the same tokens both ways (no request can finish its JSON early), the overhead from them
+        assert r["tokens"] == b * 8 and r["grammar_ms_per_step"] > 0
+        assert out[key] == pytest.approx(100.0 * (1.0 - r["schema_tok_s"] / r["free_tok_s"]))
 
 
 def test_parallel_sampling_cli_help():
