@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from common.cli import UsageError
+from common.errors import UsageError
 
 KINDS = ("json_object", "json_schema", "regex", "choice", "grammar")
 MAX_CHOICES = 256

@@ -28,7 +28,7 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 
 from ch05_scheduling.sequence import Sequence
-from common.cli import UsageError
+from common.errors import UsageError
 
 BATCHING_MODES = ("continuous", "static", "dynamic")
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from ch04_kvcache.sampling import SamplingParams, TokenLogprob
-from common.cli import UsageError
+from ch04_kvcache.sampling_params import SamplingParams, TokenLogprob
+from common.errors import UsageError
 
 __all__ = ["FinishReason", "SamplingParams", "Sequence", "SequenceStatus", "TokenLogprob"]
 

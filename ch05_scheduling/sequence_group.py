@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from ch04_kvcache.sampling import SamplingParams, TokenLogprob, choice_params
+from ch04_kvcache.sampling_params import SamplingParams, TokenLogprob, choice_params
 from ch05_scheduling.sequence import Sequence
 
 

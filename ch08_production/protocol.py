@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from ch04_kvcache.sampling import MAX_LOGPROBS, TokenLogprob
+from ch04_kvcache.sampling_params import MAX_LOGPROBS, TokenLogprob
 from ch08_production.structured_request import MAX_SPEC_CHARS, ResponseFormat, StructuredOutputsField
 from ch08_production.tools import Tool, ToolChoice
 

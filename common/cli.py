@@ -25,12 +25,9 @@ from contextlib import contextmanager
 import torch
 
 from common.device import DEVICE_CHOICES, DTYPE_CHOICES, DeviceError
+from common.errors import UsageError  # re-exported: chapters import it from here
 from common.loader import EMBEDDED, LOAD_FORMATS, ModelLoadError
 from common.models import ModelPrepError
-
-
-class UsageError(ValueError):
-    """A bad combination of arguments; the message says what to change."""
 
 
 def make_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:

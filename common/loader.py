@@ -19,10 +19,8 @@ from typing import Any
 import torch
 
 from common.models import ensure_model
-from common.presets import get_preset, is_preset
+from common.presets import EMBEDDED, EMBEDDED_NAMES, get_preset, is_preset  # EMBEDDED: re-exported
 
-EMBEDDED = "smollm2-135m"
-EMBEDDED_NAMES = {"embedded", "smollm2", "smollm2-135m", "smollm2-135m-instruct"}
 LOAD_FORMATS = ("auto", "dummy")
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+EMBEDDED = "smollm2-135m"  # the embedded model every chapter runs by default (common.loader prepares it)
+EMBEDDED_NAMES = {"embedded", "smollm2", "smollm2-135m", "smollm2-135m-instruct"}
+
 PRESETS: dict[str, dict[str, Any]] = {
     "smollm2-135m": {
         "architectures": ["LlamaForCausalLM"],
