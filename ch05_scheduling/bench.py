@@ -34,8 +34,9 @@ import torch
 
 from ch04_kvcache.generate import generate
 from ch05_scheduling.calibrate import saved_calibration
+from ch05_scheduling.config import DECODE_KERNELS
 from ch05_scheduling.cost_model import fit
-from ch05_scheduling.engine import DECODE_KERNELS, EngineConfig, LLMEngine
+from ch05_scheduling.engine import EngineConfig, LLMEngine
 from ch05_scheduling.metrics import summarize_requests
 from ch05_scheduling.policies import make_policy
 from ch05_scheduling.replay import replay

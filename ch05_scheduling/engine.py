@@ -5,6 +5,11 @@ Book sections: 5.3 Continuous Batching, 5.4.1 请求生命周期管理, 5.4.3 �
     engine = LLMEngine(EngineConfig(max_num_seqs=16))
     outs = engine.generate(["What is the capital of France?"], SamplingParams(max_tokens=32))
 
+A request the engine can never run (a prompt past the context, ``n`` or ``max_tokens`` beyond what the
+cache holds) raises :class:`RequestRejected` (a ``UsageError``) from :meth:`LLMEngine.add_request`; a
+server reads :attr:`LLMEngine.max_model_len`, :meth:`LLMEngine.max_choices` and :meth:`LLMEngine.stats`
+and nothing else of the engine's insides.
+
 One :meth:`LLMEngine.step` asks the :class:`Scheduler` what to run, lets the :class:`ModelRunner` run it,
 then feeds the sampled tokens back, detokenizes, applies stop strings and frees what finished (nano-vllm's
 loop; vLLM's split into dataclass messages). Requests sample with ch04's ``SamplingParams`` (penalties,
@@ -32,57 +37,19 @@ from ch04_kvcache.model import LlamaModel
 from ch04_kvcache.paged_attention import DecodeKernel
 from ch04_kvcache.paged_decode_cpu import kernel as cpp_decode_kernel
 from ch04_kvcache.paged_decode_cpu import make_decode_kernel
+from ch05_scheduling.config import EngineConfig
 from ch05_scheduling.cost_model import StepRecord, step_features
 from ch05_scheduling.cpu_linear import PackedLinear, can_prepack, prepack_linears
 from ch05_scheduling.model_runner import ModelRunner
 from ch05_scheduling.policies import Policy, make_policy
-from ch05_scheduling.scheduler import Scheduler, SchedulerConfig
+from ch05_scheduling.scheduler import RequestRejected, Scheduler  # noqa: F401 - re-exported for callers
 from ch05_scheduling.sequence import FinishReason, SamplingParams, Sequence, TokenLogprob
 from ch05_scheduling.sequence_group import CompletionOutput, GroupOutputs, SequenceGroup, make_group
 from common.cli import UsageError
 from common.device import pick_device, pick_dtype
-from common.loader import EMBEDDED
 
 if TYPE_CHECKING:
     from ch05_scheduling.structured import StructuredOutputs
-
-DECODE_KERNELS = ("auto", "cpp", "torch")
-
-
-@dataclass(slots=True)
-class EngineConfig:
-    """Model + cache + scheduler knobs; CLI defaults come from here, once."""
-
-    model: str = EMBEDDED
-    device: str = "cpu"
-    dtype: str = "auto"
-    load_format: str = "auto"
-    kv_cache_mib: int = 512          # sizes the block pool unless num_blocks is given
-    num_blocks: int | None = None
-    block_size: int = 16
-    max_num_seqs: int = 32
-    max_num_batched_tokens: int = 512
-    enable_chunked_prefill: bool = True
-    enable_prefix_caching: bool = False
-    max_model_len: int = 2048
-    policy: str = "continuous"
-    seed: int = 0
-    cpu_prepack: bool = True         # oneDNN-packed linears on CPU fp32 (cpu_linear.py); own models only
-    decode_kernel: str = "auto"      # ch04's C++ paged decode on CPU fp32: auto | cpp | torch; own models only
-
-    def __post_init__(self) -> None:
-        if self.kv_cache_mib < 1:
-            raise UsageError("kv_cache_mib must be >= 1")
-        if self.decode_kernel not in DECODE_KERNELS:
-            raise UsageError(f"decode_kernel must be one of {', '.join(DECODE_KERNELS)}, "
-                             f"got {self.decode_kernel!r}")
-
-    def scheduler_config(self, num_blocks: int) -> SchedulerConfig:
-        return SchedulerConfig(num_blocks=num_blocks, block_size=self.block_size, max_num_seqs=self.max_num_seqs,
-                               max_num_batched_tokens=self.max_num_batched_tokens,
-                               enable_chunked_prefill=self.enable_chunked_prefill,
-                               enable_prefix_caching=self.enable_prefix_caching, max_model_len=self.max_model_len)
-
 
 def pick_decode_kernel(choice: str, device: torch.device, dtype: torch.dtype) -> DecodeKernel | None:
     """The kernel ``EngineConfig.decode_kernel`` asks for on this device/dtype (None = gather + SDPA)."""
@@ -135,6 +102,24 @@ class RequestOutput:
                                  self.finish_reason, self.logprobs, self.new_logprobs)]
 
 
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """A snapshot of the engine for a server's ``/metrics`` and admission (``LLMEngine.stats()``).
+
+    The prefix-cache counters are cumulative and in tokens, as vLLM counts them (``vllm:prefix_cache_queries``
+    / ``_hits``): full prompt blocks looked up, and found, times the block size."""
+
+    num_running: int
+    num_waiting: int
+    kv_usage: float                  # 0..1: used blocks / pool
+    num_used_blocks: int
+    num_total_blocks: int
+    num_preemptions: int             # cumulative
+    prefix_cache_queries: int        # tokens
+    prefix_cache_hits: int           # tokens
+    num_structured_requests: int     # cumulative: requests added with a grammar (JSON schema, regex, choice)
+
+
 @dataclass
 class _Detok:
     emitted_tokens: int = 0
@@ -184,6 +169,25 @@ class LLMEngine:
         self._next_child_id = -1                                            # children count down: never a request id
         self.clock = time.perf_counter
         self.structured: StructuredOutputs | None = None   # made with the first constrained request
+        self.num_structured_requests = 0
+
+    # ------------------------------------------------------------------ the public surface a server reads
+    @property
+    def max_model_len(self) -> int:
+        """The longest prompt + output one request can have here: the context, or the whole cache if smaller."""
+        sched = self.scheduler.config
+        return min(sched.max_model_len, sched.capacity_tokens)
+
+    def max_choices(self, prompt_len: int, max_tokens: int) -> int:
+        """The largest ``n`` a request of this shape can have (``Scheduler.max_choices``)."""
+        return self.scheduler.max_choices(prompt_len, max_tokens)
+
+    def stats(self) -> EngineStats:
+        s, bm = self.scheduler, self.scheduler.block_manager
+        bs = self.config.block_size
+        return EngineStats(len(s.running), len(s.waiting), s.kv_usage, bm.num_used_blocks, bm.num_blocks,
+                           s.num_preemptions, bm.prefix_queries * bs, bm.prefix_hits * bs,
+                           self.num_structured_requests)
 
     # ------------------------------------------------------------------ requests
     def encode(self, prompt: str | Seq[int]) -> list[int]:
@@ -204,8 +208,11 @@ class LLMEngine:
         kw = dict(arrival_time=self.clock() if arrival_time is None else arrival_time, priority=priority,
                   tenant=tenant, predicted_output_len=predicted_output_len)
         if params.n > 1:
-            return self._add_group(rid, self.encode(prompt), params, kw)
-        return self.add_sequence(Sequence(rid, self.encode(prompt), params, **kw))
+            rid = self._add_group(rid, self.encode(prompt), params, kw)
+        else:
+            rid = self.add_sequence(Sequence(rid, self.encode(prompt), params, **kw))
+        self.num_structured_requests += params.structured_outputs is not None
+        return rid
 
     def _structured_outputs(self) -> StructuredOutputs:
         """The engine's grammar state (xgrammar is imported only once a request needs it)."""

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests-per-minute", type=float, default=d.requests_per_minute, help="per key; 0 = off")
     parser.add_argument("--shutdown-grace-s", type=float, default=d.shutdown_grace_s, help="drain time on SIGTERM")
     parser.add_argument("--max-pending", type=positive_int, default=d.max_pending, help="requests before 503")
-    parser.add_argument("--max-num-seqs", type=positive_int, default=d.max_num_seqs, help="engine batch seats")
+    parser.add_argument("--max-num-seqs", type=positive_int, default=d.engine.max_num_seqs, help="engine batch seats")
     add_checklist_args(parser)
     args = parser.parse_args(argv)
     with friendly_errors():

@@ -2,16 +2,21 @@
 
 Every knob a production deployment turns is a field: backend and model, security (8.8), reliability
 (8.9) and observability (8.4). Kubernetes passes them as flags or ``LLMIC_*`` environment variables.
+The engine backend's own knobs are not repeated here: ``engine`` holds ch05's :class:`EngineConfig`, and
+the server's ``--max-num-seqs`` ... flags are generated from its fields (``server.build_parser``), so an
+engine setting added in ch05 is a server flag without an edit in this chapter. Neither module imports
+torch: ``--help`` and a bad flag answer at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from ch05_scheduling.config import EngineConfig
 
 BACKENDS = ("engine", "transformers", "vllm")
 FAILURE_POLICIES = ("restart", "exit")
 FALLBACK_POLICIES = ("never", "unhealthy", "unhealthy+saturated")
-DECODE_KERNELS = ("auto", "cpp", "torch")  # ch05_scheduling.engine.DECODE_KERNELS (not imported: no torch here)
 
 
 @dataclass(slots=True)
@@ -25,12 +30,9 @@ class ServerConfig:
     max_model_len: int | None = None  # default: the model's context
     default_max_tokens: int = 256  # chat requests that send no max_tokens
     vllm_url: str = "http://127.0.0.1:8001"
-    # engine backend knobs (ch05; the 8.5 tuning walk-through turns these)
-    max_num_seqs: int = 32
-    max_num_batched_tokens: int = 512
-    kv_cache_mib: int = 512
-    enable_prefix_caching: bool = False
-    decode_kernel: str = "auto"  # ch05 EngineConfig.decode_kernel: auto | cpp | torch
+    # the engine backend's knobs (ch05; the 8.5 tuning walk-through turns these); model and context come
+    # from the fields above
+    engine: EngineConfig = field(default_factory=EngineConfig)
     # security (8.8)
     api_key_file: str | None = None
     requests_per_minute: float = 0.0  # per key; 0 = unlimited
@@ -60,12 +62,9 @@ class ServerConfig:
             raise ValueError(f"fallback backend must be one of {', '.join(BACKENDS)}")
         if self.on_failure not in FAILURE_POLICIES:
             raise ValueError(f"on_failure must be one of {', '.join(FAILURE_POLICIES)}")
-        if self.decode_kernel not in DECODE_KERNELS:
-            raise ValueError(f"decode_kernel must be one of {', '.join(DECODE_KERNELS)}")
         if self.fallback_policy not in FALLBACK_POLICIES:
             raise ValueError(f"fallback policy must be one of {', '.join(FALLBACK_POLICIES)}")
-        for name in ("max_pending", "default_max_tokens", "retry_after_s", "max_body_bytes", "max_num_seqs",
-                     "max_num_batched_tokens", "kv_cache_mib"):
+        for name in ("max_pending", "default_max_tokens", "retry_after_s", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("requests_per_minute", "tokens_per_minute", "cost_per_hour", "max_restarts"):
@@ -79,8 +78,3 @@ class ServerConfig:
     @property
     def model_name(self) -> str:
         return self.served_model_name or self.model
-
-    def engine_kwargs(self) -> dict[str, object]:
-        return {"max_num_seqs": self.max_num_seqs, "max_num_batched_tokens": self.max_num_batched_tokens,
-                "kv_cache_mib": self.kv_cache_mib, "enable_prefix_caching": self.enable_prefix_caching,
-                "decode_kernel": self.decode_kernel}

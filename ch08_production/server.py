@@ -22,7 +22,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ch08_production.config import BACKENDS, DECODE_KERNELS, FAILURE_POLICIES, FALLBACK_POLICIES, ServerConfig
+from ch05_scheduling.config import EngineConfig, served_fields
+from ch08_production.config import BACKENDS, FAILURE_POLICIES, FALLBACK_POLICIES, ServerConfig
 
 _HELP = {
     "host": "interface to bind (keep 127.0.0.1 unless a proxy or pod network needs more)",
@@ -33,12 +34,6 @@ _HELP = {
     "max_model_len": "context length to enforce (default: the model's)",
     "default_max_tokens": "max_tokens for chat requests that send none",
     "vllm_url": "base URL of the vLLM server for --backend vllm",
-    "max_num_seqs": "engine: most sequences batched per step",
-    "max_num_batched_tokens": "engine: token budget per step (chunked prefill)",
-    "kv_cache_mib": "engine: KV-cache size in MiB",
-    "enable_prefix_caching": "engine: share KV blocks of common prompt prefixes",
-    "decode_kernel": "engine: decode attention; auto = ch04's C++ paged operator on CPU fp32 when it builds, "
-                     "cpp = require it, torch = gather + SDPA",
     "api_key_file": "mounted secret with one API key per line (also $LLMIC_API_KEYS, comma-separated)",
     "requests_per_minute": "per-key request limit (token bucket); 0 = off",
     "tokens_per_minute": "per-key token limit, prompt + max_tokens; 0 = off",
@@ -59,35 +54,47 @@ _HELP = {
     "max_body_bytes": "largest request body accepted",
 }
 _CHOICES = {"backend": BACKENDS, "fallback_backend": BACKENDS, "on_failure": FAILURE_POLICIES,
-            "decode_kernel": DECODE_KERNELS,
             "fallback_policy": FALLBACK_POLICIES}
 
 
+def _add_flag(parser: argparse.ArgumentParser, f: dataclasses.Field, default: object, help: str,  # noqa: A002
+              choices: Sequence[str] | None) -> None:
+    """One ``--flag`` for a dataclass field; its ``LLMIC_<NAME>`` environment variable overrides the default."""
+    flag = "--" + f.name.replace("_", "-")
+    env = os.environ.get("LLMIC_" + f.name.upper())
+    if isinstance(default, bool):
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction,
+                            default=env.lower() in ("1", "true", "yes") if env else default, help=help)
+        return
+    kind = int if "int" in str(f.type) else float if "float" in str(f.type) else str  # "int | None" -> int
+    parser.add_argument(flag, type=kind, default=kind(env) if env else default, choices=choices,
+                        help=help + " (default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The server's flags: one per :class:`ServerConfig` field, then one per served :class:`EngineConfig` field."""
     from common.cli import make_parser  # imported here: --help and bad flags answer without loading torch
 
     parser = make_parser("python -m ch08_production.server", __doc__)
     defaults = ServerConfig(backend="transformers")
     for f in dataclasses.fields(ServerConfig):
-        flag = "--" + f.name.replace("_", "-")
-        env = os.environ.get("LLMIC_" + f.name.upper())
-        default = getattr(defaults, f.name) if f.name != "backend" else "engine"
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction,
-                                default=env.lower() in ("1", "true", "yes") if env else default,
-                                help=_HELP.get(f.name, ""))
+        if f.name == "engine":
             continue
-        kind = type(default) if default is not None else (int if f.name == "max_model_len" else str)
-        parser.add_argument(flag, type=kind, default=kind(env) if env else default, choices=_CHOICES.get(f.name),
-                            help=_HELP.get(f.name, "") + " (default: %(default)s)")
+        default = getattr(defaults, f.name) if f.name != "backend" else "engine"
+        _add_flag(parser, f, default, _HELP.get(f.name, ""), _CHOICES.get(f.name))
+    engine, engine_defaults = parser.add_argument_group("engine backend (ch05's EngineConfig)"), EngineConfig()
+    for f in served_fields(EngineConfig):
+        _add_flag(engine, f, getattr(engine_defaults, f.name), "engine: " + f.metadata["help"],
+                  f.metadata["choices"])
     return parser
 
 
 def config_from_args(argv: Sequence[str] | None = None) -> ServerConfig:
     args = vars(build_parser().parse_args(argv))
+    engine_args = {f.name: args.pop(f.name) for f in served_fields(EngineConfig)}
     try:
-        return ServerConfig(**args)
-    except ValueError as exc:
+        return ServerConfig(**args, engine=EngineConfig(**engine_args))
+    except ValueError as exc:  # UsageError too: one sentence, exit 2
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
@@ -107,10 +114,9 @@ def build_state(cfg: ServerConfig):
     if cfg.backend == "engine" and not engine_available():
         logger.warning("the ch05 engine is not importable here; serving with the transformers backend instead")
         cfg.backend = "transformers"
-    eng = cfg.engine_kwargs()
-    backend = make_backend(cfg.backend, cfg.model, **kw, **(eng if cfg.backend == "engine" else {}))
-    fallback = (make_backend(cfg.fallback_backend, cfg.model, **kw,
-                             **(eng if cfg.fallback_backend == "engine" else {})) if cfg.fallback_backend else None)
+    backend = make_backend(cfg.backend, cfg.model, **kw, engine_config=cfg.engine)
+    fallback = (make_backend(cfg.fallback_backend, cfg.model, **kw, engine_config=cfg.engine)
+                if cfg.fallback_backend else None)
     return ServerState(cfg, backend, fallback=fallback, keys=keys, logger=logger)
 
 

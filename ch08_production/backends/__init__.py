@@ -6,7 +6,7 @@ a plain Hugging Face model, ``vllm`` a proxy to a running vLLM server.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ch08_production.backends.base import (
     Backend,
@@ -18,6 +18,9 @@ from ch08_production.backends.base import (
     StreamChunk,
     TokenLogprob,
 )
+
+if TYPE_CHECKING:
+    from ch05_scheduling.config import EngineConfig
 
 __all__ = ["Backend", "BackendError", "BackendStats", "BackendUnavailable", "GenerationRequest",
            "SamplingParams", "StreamChunk", "TokenLogprob", "make_backend", "engine_available"]
@@ -33,8 +36,12 @@ def engine_available() -> bool:
 
 
 def make_backend(kind: str, model: str, *, model_name: str | None = None, max_model_len: int | None = None,
-                 vllm_url: str = "http://127.0.0.1:8001", **engine_kwargs: Any) -> Backend:
-    """A backend by name. Raises ValueError with a sentence saying what to do when it cannot be built."""
+                 vllm_url: str = "http://127.0.0.1:8001", engine_config: EngineConfig | None = None,
+                 **engine_kwargs: Any) -> Backend:
+    """A backend by name. Raises ValueError with a sentence saying what to do when it cannot be built.
+
+    ``engine_config`` (ch05's :class:`EngineConfig`, e.g. ``ServerConfig.engine``) and ``engine_kwargs``
+    (fields to change in it) are used by the engine backend only."""
     if kind == "transformers":
         from ch08_production.backends.hf import TransformersBackend
 
@@ -48,5 +55,5 @@ def make_backend(kind: str, model: str, *, model_name: str | None = None, max_mo
             from ch08_production.backends.engine import EngineBackend
         except ImportError as exc:
             raise ValueError(f"the ch05 engine is not available here ({exc}); use --backend transformers") from None
-        return EngineBackend(model, model_name, max_model_len, **engine_kwargs)
+        return EngineBackend(model, model_name, max_model_len, config=engine_config, **engine_kwargs)
     raise ValueError(f"unknown backend {kind!r}; choose engine, transformers or vllm")

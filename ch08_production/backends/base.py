@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ch04_kvcache.sampling import SamplingParams, SamplingParamsError, TokenLogprob
+from ch04_kvcache.sampling_params import SamplingParams, SamplingParamsError, TokenLogprob
 
 __all__ = ["FINISH_REASONS", "Backend", "BackendError", "BackendStats", "BackendUnavailable", "GenerationRequest",
            "IncrementalDetokenizer", "SamplingParams", "SamplingParamsError", "StreamChunk", "TokenLogprob",
@@ -72,6 +72,8 @@ class BackendStats:
     num_used_blocks: int = 0
     num_total_blocks: int = 0
     num_preemptions: int = 0  # cumulative
+    prefix_cache_queries: int = 0  # cumulative, tokens (vllm:prefix_cache_queries); 0 without a prefix cache
+    prefix_cache_hits: int = 0  # cumulative, tokens (vllm:prefix_cache_hits)
     healthy: bool = True
     detail: dict[str, Any] = field(default_factory=dict)
 

@@ -20,7 +20,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ch05_scheduling.async_engine import AsyncLLMEngine, EngineStopped
-from ch05_scheduling.engine import EngineConfig, LLMEngine
+from ch05_scheduling.config import EngineConfig
+from ch05_scheduling.engine import EngineStats, LLMEngine
 from ch08_production.backends.base import (
     BackendError,
     BackendStats,
@@ -28,34 +29,39 @@ from ch08_production.backends.base import (
     GenerationRequest,
     StreamChunk,
 )
+from common.errors import UsageError
 
 
 class EngineBackend:
+    """ch05's engine as a :class:`Backend`. It reads only the engine's public surface: ``max_model_len``,
+    ``max_choices()``, ``stats()``, and ch05's ``RequestRejected`` (a ``UsageError``) for a request that can
+    never fit, which becomes a 503 like any request the backend cannot take now."""
+
     name = "engine"
     supports_structured_outputs = True   # ch05's engine masks the logits with the request's grammar
 
     def __init__(self, model: str, model_name: str | None = None, max_model_len: int | None = None,
-                 **engine_kwargs: Any) -> None:
+                 config: EngineConfig | None = None, **engine_kwargs: Any) -> None:
+        """``config`` is the engine's configuration (``ServerConfig.engine``); ``engine_kwargs`` change fields
+        of it (``max_num_seqs=8``). Its ``model`` and ``max_model_len`` come from the arguments before it."""
         self.model_spec = model
         self.model_name = model_name or model
-        self.engine_kwargs = engine_kwargs
+        self.config = dataclasses.replace(config or EngineConfig(), model=model, **engine_kwargs)
         self._max_len_override = max_model_len
         self.max_model_len = max_model_len or 2048
         self.tokenizer: Any = None
         self.engine: LLMEngine | None = None
         self._async: AsyncLLMEngine | None = None
-        self._preemptions_before = 0  # carried across restarts so the counter stays monotonic
+        self._before = EngineStats(0, 0, 0.0, 0, 0, 0, 0, 0, 0)  # counters of engines before a restart
 
     # ---------------------------------------------------------------- lifecycle
 
     def _build(self, reuse: LLMEngine | None = None) -> LLMEngine:
-        kw = dict(self.engine_kwargs)
         if reuse is None:
             from common.loader import load_config
 
             ctx = int(load_config(self.model_spec).get("max_position_embeddings", 2048))
-            kw.setdefault("max_model_len", min(self._max_len_override or ctx, ctx))
-            return LLMEngine(EngineConfig(model=self.model_spec, **kw))
+            return LLMEngine(dataclasses.replace(self.config, max_model_len=min(self._max_len_override or ctx, ctx)))
         return LLMEngine(reuse.config, model=reuse.model, tokenizer=reuse.tokenizer)
 
     async def start(self, reuse: LLMEngine | None = None) -> None:
@@ -64,8 +70,7 @@ class EngineBackend:
         engine = await asyncio.to_thread(self._build, reuse)
         if engine.tokenizer is None:
             raise BackendUnavailable("the engine has no tokenizer (dummy weights?); the server needs one")
-        sched = engine.scheduler.config
-        self.max_model_len = min(sched.max_model_len, sched.capacity_tokens)
+        self.max_model_len = engine.max_model_len
         self.engine, self.tokenizer = engine, engine.tokenizer
         self._async = AsyncLLMEngine(engine)
         self._async.start()
@@ -78,34 +83,30 @@ class EngineBackend:
     async def restart(self) -> None:
         old = self.engine
         await self.stop()
-        if old is not None:
-            self._preemptions_before += old.scheduler.num_preemptions
+        if old is not None:  # keep the cumulative counters monotonic across the new engine
+            s, b = old.stats(), self._before
+            self._before = dataclasses.replace(
+                b, num_preemptions=b.num_preemptions + s.num_preemptions,
+                prefix_cache_queries=b.prefix_cache_queries + s.prefix_cache_queries,
+                prefix_cache_hits=b.prefix_cache_hits + s.prefix_cache_hits)
         await self.start(reuse=old)
 
     def stats(self) -> BackendStats:
         e, a = self.engine, self._async
         if e is None or a is None:
             return BackendStats(healthy=False)
-        s, bm = e.scheduler, e.scheduler.block_manager
-        return BackendStats(num_running=len(s.running), num_waiting=len(s.waiting) + a.num_queued,
-                            kv_cache_usage=s.kv_usage, num_used_blocks=bm.num_used_blocks,
-                            num_total_blocks=bm.num_blocks,
-                            num_preemptions=self._preemptions_before + s.num_preemptions, healthy=a.healthy)
+        s, b = e.stats(), self._before
+        return BackendStats(num_running=s.num_running, num_waiting=s.num_waiting + a.num_queued,
+                            kv_cache_usage=s.kv_usage, num_used_blocks=s.num_used_blocks,
+                            num_total_blocks=s.num_total_blocks,
+                            num_preemptions=b.num_preemptions + s.num_preemptions,
+                            prefix_cache_queries=b.prefix_cache_queries + s.prefix_cache_queries,
+                            prefix_cache_hits=b.prefix_cache_hits + s.prefix_cache_hits,
+                            healthy=a.healthy)
 
     def max_n(self, prompt_len: int, max_tokens: int) -> int:
-        """The most choices one request of this shape can have on this engine: all n run at once (the
-        scheduler's seat cap) and their worst-case blocks (the prompt's full blocks once, the rest per
-        choice, as :meth:`SequenceGroup.max_blocks`) fit the cache. The server turns a larger n into a 400."""
-        e = self.engine
-        if e is None:
-            return 1
-        s = e.scheduler
-        cfg = s.config
-        bs = cfg.block_size
-        worst = min(prompt_len + max_tokens, cfg.max_model_len)
-        shared = prompt_len // bs
-        per_choice = max(1, -(-worst // bs) - shared)
-        return max(1, min(s.policy.max_running(cfg.max_num_seqs), (cfg.num_blocks - shared) // per_choice))
+        """The most choices one request of this shape can have (the engine's ``max_choices``); 1 before start."""
+        return 1 if self.engine is None else self.engine.max_choices(prompt_len, max_tokens)
 
     # ---------------------------------------------------------------- the API
 
@@ -135,7 +136,7 @@ class EngineBackend:
                                       lps, c.index)
         except EngineStopped as exc:
             raise BackendUnavailable(str(exc)) from exc
-        except ValueError as exc:  # UsageError from add_request: the request cannot fit this engine
+        except UsageError as exc:  # RequestRejected (it can never fit), or a bad argument the server let through
             raise BackendUnavailable(str(exc)) from exc
         except BackendError:
             raise
