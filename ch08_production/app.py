@@ -176,6 +176,8 @@ async def handle(state: ServerState, request: Request, body: P.CompletionRequest
         state.metrics.rejected.labels("invalid").inc()
         raise APIError(400, f"'n' is {params.n} but this server runs at most {most} choices of a request this "
                             f"long at once (its batch seats and KV cache); lower n or max_tokens", param="n")
+    if params.structured_outputs is not None:
+        state.metrics.structured.labels(params.structured_outputs.kind).inc()
     rid = new_request_id("chatcmpl" if chat else "cmpl")
     trace = request.state.trace
     gen = GenerationRequest(rid, tuple(ids), params, prompt_text, trace.header())
@@ -195,7 +197,7 @@ async def handle(state: ServerState, request: Request, body: P.CompletionRequest
         if record.finish_reason or record.completion_tokens:
             state.metrics.observe_finished(prompt_tokens=len(ids), completion_tokens=record.completion_tokens,
                                            ttft_s=record.ttft_s, itls=record.itls, e2e_s=record.e2e_s,
-                                           finish=reason, cost_dollars=cost)
+                                           finish=reason, cost_dollars=cost, n=params.n)
         fields: dict[str, Any] = dict(request_id=request.state.request_id, completion_id=rid,
                                       trace_id=trace.trace_id, span_id=trace.span_id, key_id=key_id,
                                       backend=admission.backend.name, fallback=admission.fallback_reason,

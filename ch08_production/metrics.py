@@ -3,6 +3,11 @@
 One dashboard serves both our server and a vLLM server because the names, types, label names
 (``model_name``, ``engine``) and histogram buckets below are vLLM's (``vllm/v1/metrics/loggers.py``,
 vLLM 0.32). Counters are exposed with the ``_total`` suffix, as prometheus-client and vLLM do.
+The prefix cache is counted in tokens, as vLLM counts it: ``vllm:prefix_cache_hits_total /
+vllm:prefix_cache_queries_total`` is the hit rate (both stay 0 when the engine runs without
+``--enable-prefix-caching``). vLLM 0.32 exports no structured-output metric, so that counter is ours,
+``llmic:structured_output_requests_total{kind=json_schema|json_object|regex|choice|grammar}`` (tool
+calls are ``json_schema``: their arguments are generated under the function's schema).
 These names are a contract with the Grafana dashboards and alerts of this chapter; keep them stable.
 
 Cost (8.7): the instance costs ``$/hour`` whether busy or idle. ``llmic:cost_dollars_total`` is that
@@ -22,6 +27,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from ch04_kvcache.structured_output import KINDS as STRUCTURED_KINDS
 from ch08_production.backends.base import BackendStats
 
 # vLLM's buckets (vllm/v1/metrics/buckets.py)
@@ -31,6 +37,7 @@ ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.
                40.0, 80.0)
 E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
                480.0, 960.0, 1920.0, 7680.0)
+N_BUCKETS = (1, 2, 5, 10, 20)   # vllm:request_params_n
 COST_BUCKETS = (1e-7, 1e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 0.1)
 
 LABELS = ("model_name", "engine")
@@ -40,10 +47,12 @@ REJECT_REASONS = ("auth", "rate_limit", "overloaded", "invalid", "content_filter
 METRIC_NAMES = (
     "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
     "vllm:num_preemptions_total", "vllm:prompt_tokens_total", "vllm:generation_tokens_total",
-    "vllm:request_success_total", "vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds",
+    "vllm:request_success_total", "vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total",
+    "vllm:request_params_n", "vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds",
     "vllm:e2e_request_latency_seconds", "http_requests_total", "llmic:cost_per_hour_dollars",
     "llmic:cost_dollars_total", "llmic:request_cost_dollars",
     "llmic:rejected_requests_total", "llmic:backend_healthy", "llmic:fallback_requests_total",
+    "llmic:structured_output_requests_total",
 )
 
 
@@ -101,6 +110,12 @@ class ServerMetrics:
                                      registry=r).labels(*self.labels)
         self.generation_tokens = Counter("vllm:generation_tokens", "Number of generation tokens processed.", L,
                                          registry=r).labels(*self.labels)
+        self.prefix_queries = Counter("vllm:prefix_cache_queries", "Prefix cache queries, in terms of number of "
+                                      "queried tokens.", L, registry=r).labels(*self.labels)
+        self.prefix_hits = Counter("vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached "
+                                   "tokens.", L, registry=r).labels(*self.labels)
+        self.params_n = Histogram("vllm:request_params_n", "Histogram of the n request parameter.", L,
+                                  buckets=N_BUCKETS, registry=r).labels(*self.labels)
         self.success = Counter("vllm:request_success", "Count of successfully processed requests.",
                                L + ("finished_reason",), registry=r)
         self.ttft = Histogram("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
@@ -124,6 +139,10 @@ class ServerMetrics:
                              registry=r)
         self.fallback = Counter("llmic:fallback_requests", "Requests served by the fallback backend.",
                                 ("reason",), registry=r)
+        self.structured = Counter("llmic:structured_output_requests", "Requests admitted under a structured-output "
+                                  "constraint (a grammar masks their logits), by kind.", ("kind",), registry=r)
+        for kind in STRUCTURED_KINDS:      # ch04's constraint kinds
+            self.structured.labels(kind)
         for reason in REJECT_REASONS:  # series exist from the first scrape, so rate() and alerts work at once
             self.rejected.labels(reason)
         for reason in ("unhealthy", "saturated"):
@@ -132,7 +151,7 @@ class ServerMetrics:
         self.cost = CostMeter(dollars_per_hour)
         self._started = time.monotonic()
         self._billed_until = self._started
-        self._last_preemptions = 0
+        self._last: dict[str, int] = {}   # the backend's cumulative counters as last seen
         self._lock = threading.Lock()
 
     def update_from_backend(self, stats: BackendStats, backend_name: str) -> None:
@@ -141,10 +160,12 @@ class ServerMetrics:
         self.kv_usage.set(stats.kv_cache_usage)
         self.healthy.labels(backend_name).set(1 if stats.healthy else 0)
         with self._lock:
-            delta = stats.num_preemptions - self._last_preemptions
-            if delta > 0:
-                self.preemptions.inc(delta)
-            self._last_preemptions = max(self._last_preemptions, stats.num_preemptions)
+            for name, counter in (("num_preemptions", self.preemptions), ("prefix_cache_queries", self.prefix_queries),
+                                  ("prefix_cache_hits", self.prefix_hits)):
+                value, seen = getattr(stats, name), self._last.get(name, 0)
+                if value > seen:          # a Prometheus counter only goes up: add what is new since the last scrape
+                    counter.inc(value - seen)
+                self._last[name] = max(seen, value)
 
     def bill_uptime(self) -> None:
         with self._lock:
@@ -153,8 +174,9 @@ class ServerMetrics:
             self._billed_until = now
 
     def observe_finished(self, *, prompt_tokens: int, completion_tokens: int, ttft_s: float | None,
-                         itls: list[float], e2e_s: float, finish: str, cost_dollars: float) -> None:
+                         itls: list[float], e2e_s: float, finish: str, cost_dollars: float, n: int = 1) -> None:
         self.prompt_tokens.inc(prompt_tokens)
+        self.params_n.observe(n)
         self.generation_tokens.inc(completion_tokens)
         if ttft_s is not None:
             self.ttft.observe(ttft_s)

@@ -85,3 +85,35 @@ def test_traceparent_parsing_follows_w3c():
                 "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-" + "0" * 16 + "-01"):
         assert parse_traceparent(bad) is None
+
+
+def test_engine_metrics_count_prefix_cache_tokens_choices_and_structured_requests(serve, tiny_model_dir):
+    """ch05's engine behind the server: the prefix cache in tokens under vLLM's names, the n histogram, and
+    our structured-output counter by kind, all read off /metrics after real requests."""
+    from ch08_production.backends.engine import EngineBackend
+
+    backend = EngineBackend(str(tiny_model_dir), "tiny", max_num_seqs=4, kv_cache_mib=4, block_size=16,
+                            enable_prefix_caching=True)
+    srv = serve(backend)
+    system = "one two three four five six seven eight nine ten " * 8     # well over two 16-token blocks
+    for suffix in ("alpha", "beta"):
+        r = httpx.post(srv.url + "/v1/completions", json={"model": "tiny", "prompt": system + suffix, "max_tokens": 2,
+                                                          "temperature": 0})
+        assert r.status_code == 200, r.text
+    r = httpx.post(srv.url + "/v1/completions", json={"model": "tiny", "prompt": "pick", "max_tokens": 4, "n": 2,
+                                                      "temperature": 1.0, "seed": 3,
+                                                      "structured_outputs": {"choice": ["yes", "no"]}})
+    assert r.status_code == 200, r.text
+    assert sorted(c["text"] in ("yes", "no") for c in r.json()["choices"]) == [True, True]
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(httpx.get(srv.url + "/metrics").text) for s in f.samples}
+    engine_labels = (("engine", "0"), ("model_name", "tiny"))
+    queries = samples[("vllm:prefix_cache_queries_total", engine_labels)]
+    hits = samples[("vllm:prefix_cache_hits_total", engine_labels)]
+    stats = backend.engine.stats()
+    assert (queries, hits) == (stats.prefix_cache_queries, stats.prefix_cache_hits)
+    assert hits >= 32 and hits % 16 == 0 and queries > hits   # the second prompt found the shared blocks
+    assert samples[("vllm:request_params_n_count", engine_labels)] == 3
+    assert samples[("vllm:request_params_n_bucket", (*engine_labels[:1], ("le", "1.0"), engine_labels[1]))] == 2
+    assert samples[("llmic:structured_output_requests_total", (("kind", "choice"),))] == 1
+    assert samples[("llmic:structured_output_requests_total", (("kind", "json_schema"),))] == 0
