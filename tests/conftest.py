@@ -94,10 +94,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     cache: dict[str, str | None] = {}
     for item in items:
         if item.get_closest_marker("vllm") is not None:
-            # ``make test`` runs two pytest-xdist workers with ``--dist loadgroup``: every vLLM test goes to the
-            # same worker, so the session's one vLLM server (and chapter 6's checkpoints) start once, and one
-            # core keeps running the other tests meanwhile.
-            item.add_marker(pytest.mark.xdist_group("vllm"))
+            # ``make test`` runs two pytest-xdist workers with ``--dist loadgroup``. The tests on the session's
+            # vLLM server share one worker, so the server starts once; the tests that start their own vLLM
+            # engine (offline ``LLM``, chapter 6's checkpoints, speculative decoding) form a second group, so
+            # the two halves of the vLLM work can run side by side instead of one after the other.
+            uses_server = "vllm_server" in getattr(item, "fixturenames", ())
+            item.add_marker(pytest.mark.xdist_group("vllm-server" if uses_server else "vllm-offline"))
         for name, probe in _REASONS.items():
             if item.get_closest_marker(name) is None:
                 continue
