@@ -89,6 +89,31 @@ _REASONS = {
 }
 
 
+_PREBUILD: subprocess.Popen | None = None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """On the controller of an xdist run (``make test``), build the C++ extensions in the background
+    (``tests/prebuild_extensions.py`` says why); a plain ``pytest`` builds each on first use, as before."""
+    global _PREBUILD
+    config = session.config
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        return
+    from common.paths import cache_dir
+
+    log = cache_dir() / "logs" / "prebuild-extensions.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        _PREBUILD = subprocess.Popen([sys.executable, str(Path(__file__).parent / "prebuild_extensions.py")],
+                                     stdout=out, stderr=subprocess.STDOUT)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _PREBUILD is not None and _PREBUILD.poll() is None:
+        _PREBUILD.kill()
+        _PREBUILD.wait()
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     cache: dict[str, str | None] = {}
