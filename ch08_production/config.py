@@ -17,6 +17,7 @@ from ch05_scheduling.config import EngineConfig
 BACKENDS = ("engine", "transformers", "vllm")
 FAILURE_POLICIES = ("restart", "exit")
 FALLBACK_POLICIES = ("never", "unhealthy", "unhealthy+saturated")
+QUANTIZATIONS = ("int8", "int4")  # ch06_quantization.engine_quant.QUANTIZATIONS (not imported: no torch here)
 
 
 @dataclass(slots=True)
@@ -33,6 +34,7 @@ class ServerConfig:
     # the engine backend's knobs (ch05; the 8.5 tuning walk-through turns these); model and context come
     # from the fields above
     engine: EngineConfig = field(default_factory=EngineConfig)
+    quantization: str | None = None  # engine: RTN int8/int4 at load on ch06's packed kernels (checkpoints: auto)
     # security (8.8)
     api_key_file: str | None = None
     requests_per_minute: float = 0.0  # per key; 0 = unlimited
@@ -62,6 +64,8 @@ class ServerConfig:
             raise ValueError(f"fallback backend must be one of {', '.join(BACKENDS)}")
         if self.on_failure not in FAILURE_POLICIES:
             raise ValueError(f"on_failure must be one of {', '.join(FAILURE_POLICIES)}")
+        if self.quantization is not None and self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {self.quantization!r}")
         if self.fallback_policy not in FALLBACK_POLICIES:
             raise ValueError(f"fallback policy must be one of {', '.join(FALLBACK_POLICIES)}")
         for name in ("max_pending", "default_max_tokens", "retry_after_s", "max_body_bytes"):

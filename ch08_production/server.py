@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 
 from ch05_scheduling.config import EngineConfig, served_fields
-from ch08_production.config import BACKENDS, FAILURE_POLICIES, FALLBACK_POLICIES, ServerConfig
+from ch08_production.config import BACKENDS, FAILURE_POLICIES, FALLBACK_POLICIES, QUANTIZATIONS, ServerConfig
 
 _HELP = {
     "host": "interface to bind (keep 127.0.0.1 unless a proxy or pod network needs more)",
@@ -34,6 +34,9 @@ _HELP = {
     "max_model_len": "context length to enforce (default: the model's)",
     "default_max_tokens": "max_tokens for chat requests that send none",
     "vllm_url": "base URL of the vLLM server for --backend vllm",
+    "quantization": "engine: RTN-quantize the fp32 weights at load (int8 per channel, int4 group 64) and run them "
+                    "on ch06's packed C++ kernels; a GPTQ/AWQ/compressed-tensors checkpoint is detected from its "
+                    "config.json and needs no flag",
     "api_key_file": "mounted secret with one API key per line (also $LLMIC_API_KEYS, comma-separated)",
     "requests_per_minute": "per-key request limit (token bucket); 0 = off",
     "tokens_per_minute": "per-key token limit, prompt + max_tokens; 0 = off",
@@ -54,6 +57,7 @@ _HELP = {
     "max_body_bytes": "largest request body accepted",
 }
 _CHOICES = {"backend": BACKENDS, "fallback_backend": BACKENDS, "on_failure": FAILURE_POLICIES,
+            "quantization": QUANTIZATIONS,
             "fallback_policy": FALLBACK_POLICIES}
 
 
@@ -114,9 +118,9 @@ def build_state(cfg: ServerConfig):
     if cfg.backend == "engine" and not engine_available():
         logger.warning("the ch05 engine is not importable here; serving with the transformers backend instead")
         cfg.backend = "transformers"
-    backend = make_backend(cfg.backend, cfg.model, **kw, engine_config=cfg.engine)
-    fallback = (make_backend(cfg.fallback_backend, cfg.model, **kw, engine_config=cfg.engine)
-                if cfg.fallback_backend else None)
+    eng = dict(engine_config=cfg.engine, quantization=cfg.quantization)
+    backend = make_backend(cfg.backend, cfg.model, **kw, **eng)
+    fallback = make_backend(cfg.fallback_backend, cfg.model, **kw, **eng) if cfg.fallback_backend else None
     return ServerState(cfg, backend, fallback=fallback, keys=keys, logger=logger)
 
 

@@ -41,13 +41,17 @@ class EngineBackend:
     supports_structured_outputs = True   # ch05's engine masks the logits with the request's grammar
 
     def __init__(self, model: str, model_name: str | None = None, max_model_len: int | None = None,
-                 config: EngineConfig | None = None, **engine_kwargs: Any) -> None:
+                 config: EngineConfig | None = None, quantization: str | None = None, **engine_kwargs: Any) -> None:
         """``config`` is the engine's configuration (``ServerConfig.engine``); ``engine_kwargs`` change fields
-        of it (``max_num_seqs=8``). Its ``model`` and ``max_model_len`` come from the arguments before it."""
+        of it (``max_num_seqs=8``). Its ``model`` and ``max_model_len`` come from the arguments before it.
+        ``quantization`` (``"int8"``, ``"int4"``) RTN-quantizes the weights at load onto ch06's packed
+        kernels; a GPTQ/AWQ/compressed-tensors checkpoint loads through ch06 without it."""
         self.model_spec = model
         self.model_name = model_name or model
         self.config = dataclasses.replace(config or EngineConfig(), model=model, **engine_kwargs)
         self._max_len_override = max_model_len
+        self.quantization = quantization
+        self.weights = "fp32"   # what the engine's linears are once started: fp32, int8, int4, or a checkpoint's method
         self.max_model_len = max_model_len or 2048
         self.tokenizer: Any = None
         self.engine: LLMEngine | None = None
@@ -60,8 +64,18 @@ class EngineBackend:
         if reuse is None:
             from common.loader import load_config
 
-            ctx = int(load_config(self.model_spec).get("max_position_embeddings", 2048))
-            return LLMEngine(dataclasses.replace(self.config, max_model_len=min(self._max_len_override or ctx, ctx)))
+            hf = load_config(self.model_spec)
+            ctx = int(hf.get("max_position_embeddings", 2048))
+            cfg = dataclasses.replace(self.config, max_model_len=min(self._max_len_override or ctx, ctx))
+            method = (hf.get("quantization_config") or {}).get("quant_method")
+            if self.quantization is None and method is None:
+                return LLMEngine(cfg)
+            from ch06_quantization.engine_quant import load_engine_model  # ch06's packed kernels
+            from common.loader import load_tokenizer
+
+            model = load_engine_model(self.model_spec, self.quantization, batch_hint=cfg.max_num_seqs)
+            self.weights = self.quantization or method
+            return LLMEngine(cfg, model=model, tokenizer=load_tokenizer(self.model_spec))
         return LLMEngine(reuse.config, model=reuse.model, tokenizer=reuse.tokenizer)
 
     async def start(self, reuse: LLMEngine | None = None) -> None:
