@@ -32,7 +32,7 @@ from ch08_production.protocol import APIError
 from ch08_production.security import redact
 from ch08_production.state import ServerState
 from ch08_production.structured_request import StructuredOutputError, requested_field, structured_output
-from ch08_production.tools import tool_message, tool_plan
+from ch08_production.tools import template_knows_tools, tool_message, tool_plan
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -57,7 +57,7 @@ def _prompt_ids(state: ServerState, body: P.CompletionRequest | P.ChatCompletion
     if isinstance(body, P.ChatCompletionRequest):
         from common.chat import chat_prompt
 
-        text = chat_prompt(tok, body.template_messages())
+        text = chat_prompt(tok, body.template_messages(native_tools=template_knows_tools(tok)))
         return tok(text, add_special_tokens=False)["input_ids"], text
     prompt = body.prompt[0] if isinstance(body.prompt, list) and isinstance(body.prompt[0], str) else body.prompt
     if isinstance(prompt, str):
@@ -149,7 +149,7 @@ async def handle(state: ServerState, request: Request, body: P.CompletionRequest
     ids, prompt_text = _prompt_ids(state, body)
     max_tokens = _fit_context(state, len(ids), body.requested_max_tokens() if chat else body.max_tokens)
     params = sampling_params(state, body, max_tokens)
-    check_text = "\n".join(m.text() for m in body.messages) if chat else prompt_text
+    check_text = "\n".join(m["content"] for m in body.template_messages()) if chat else prompt_text
     if not state.content_filter.check(check_text).allowed:
         state.metrics.rejected.labels("content_filter").inc()
         raise APIError(400, "the request was refused by this server's content-safety policy; rephrase it",

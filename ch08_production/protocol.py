@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from ch04_kvcache.sampling_params import MAX_LOGPROBS, TokenLogprob
 from ch08_production.structured_request import MAX_SPEC_CHARS, ResponseFormat, StructuredOutputsField
-from ch08_production.tools import Tool, ToolChoice
+from ch08_production.tools import Tool, ToolCall, ToolChoice, plain_tool_call, plain_tool_result
 
 MAX_N = 16  # choices per request (OpenAI documents no limit; vLLM none either); each one is a sequence
 MAX_STOP = 4
@@ -160,21 +160,37 @@ ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
 class ChatMessage(_Strict):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: (Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
-              | Annotated[list[ContentPart], Field(min_length=1, max_length=256)])
+              | Annotated[list[ContentPart], Field(min_length=1, max_length=256)] | None) = None
     name: Annotated[str, Field(max_length=64)] | None = None
+    tool_calls: Annotated[list[ToolCall], Field(min_length=1, max_length=32)] | None = None  # assistant only
+    tool_call_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None          # tool only
 
     @field_validator("content")
     @classmethod
-    def _text_only(cls, v: str | list[TextPart | ImagePart]) -> str | list[TextPart | ImagePart]:
+    def _text_only(cls, v: str | list[TextPart | ImagePart] | None) -> str | list[TextPart | ImagePart] | None:
         if isinstance(v, list) and any(isinstance(p, ImagePart) for p in v):
             raise ValueError("this model has no vision encoder: send text only (a string, or parts of "
                              "type 'text')")
         return v
 
+    @model_validator(mode="after")
+    def _shape_of_the_role(self) -> ChatMessage:
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        if (self.tool_call_id is None) == (self.role == "tool"):
+            raise ValueError("a tool message needs tool_call_id (the id of the call it answers); other roles "
+                             "send none" if self.role == "tool" else f"a {self.role} message has no tool_call_id")
+        if self.content is None and self.tool_calls is None:
+            raise ValueError(f"a {self.role} message needs content" + (" or tool_calls" if self.role == "assistant"
+                                                                       else ""))
+        return self
+
     def text(self) -> str:
         """The content as one string: text parts joined with newlines (vLLM's 'string' content format)."""
+        if self.content is None:
+            return ""
         if isinstance(self.content, str):
             return self.content
         return "\n".join(p.text for p in self.content if isinstance(p, TextPart))
@@ -182,6 +198,23 @@ class ChatMessage(_Strict):
     def template_role(self) -> str:
         """The role the chat template sees: OpenAI's 'developer' is the system prompt of older models."""
         return "system" if self.role == "developer" else self.role
+
+    def template_message(self, native_tools: bool) -> dict[str, Any]:
+        """This message as the chat template takes it. Tool calls and results go as structured fields to a
+        template that knows them, else in ``tools.py``'s plain form (role and content only)."""
+        if native_tools:
+            msg: dict[str, Any] = {"role": self.template_role(), "content": self.text()}
+            if self.tool_calls:
+                msg["tool_calls"] = [{"id": c.id, "type": "function",
+                                      "function": {"name": c.function.name, "arguments": c.arguments()}}
+                                     for c in self.tool_calls]
+            if self.tool_call_id is not None:
+                msg["tool_call_id"] = self.tool_call_id
+            return msg
+        if self.role == "tool":
+            return {"role": "user", "content": plain_tool_result(self.text())}
+        parts = ([self.text()] if self.text() else []) + [plain_tool_call(c) for c in self.tool_calls or ()]
+        return {"role": self.template_role(), "content": "\n".join(parts)}
 
 
 class ChatCompletionRequest(_Common):
@@ -212,9 +245,20 @@ class ChatCompletionRequest(_Common):
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
-    def template_messages(self) -> list[dict[str, str]]:
-        """The messages as the chat template takes them: {'role', 'content'} strings."""
-        return [{"role": m.template_role(), "content": m.text()} for m in self.messages]
+    @field_validator("messages")
+    @classmethod
+    def _tool_results_answer_calls(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        called: set[str] = set()
+        for i, m in enumerate(messages):
+            called.update(c.id for c in m.tool_calls or ())
+            if m.role == "tool" and m.tool_call_id not in called:
+                raise ValueError(f"messages[{i}] answers tool_call_id {m.tool_call_id!r}, which no earlier "
+                                 "assistant message's tool_calls made")
+        return messages
+
+    def template_messages(self, native_tools: bool = False) -> list[dict[str, Any]]:
+        """The messages as the chat template takes them (see :meth:`ChatMessage.template_message`)."""
+        return [m.template_message(native_tools) for m in self.messages]
 
     def num_logprobs(self) -> int | None:
         """SamplingParams.logprobs: None unless logprobs is true; then top_logprobs alternatives (default 0)."""

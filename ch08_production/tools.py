@@ -9,6 +9,14 @@ parameters (``anyOf``). Either way the output is parsed and returned as ``messag
 ``"auto"`` (OpenAI's default when tools are sent) would need the model to choose between text and a
 call, which a 135M model without a tool-call format in its chat template cannot do reliably: it is a
 400 with that reason. One call per request; streaming with tools is a 400 too.
+
+The conversation continues the way OpenAI's does: the client sends back the assistant message with its
+``tool_calls`` and a ``tool`` message (``tool_call_id``, ``content``) with each result. A chat template
+that knows tools (its source mentions ``tool_calls``) gets them as structured messages; one that does
+not (SmolLM2's ChatML template renders only role and content) gets them in a plain form, the one
+Hermes- and Qwen-style templates use: the assistant's calls as ``<tool_call>{"name": ..., "arguments":
+...}</tool_call>`` lines in its content, and each result as a ``user`` turn ``<tool_response>...
+</tool_response>`` (:func:`plain_tool_call`, :func:`plain_tool_result`).
 """
 
 from __future__ import annotations
@@ -49,6 +57,42 @@ class NamedToolChoice(_Strict):
 
 
 ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+
+class FunctionCall(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    arguments: Annotated[str, Field(max_length=100_000)]   # a JSON string, as OpenAI sends it
+
+
+class ToolCall(_Strict):
+    """A call the assistant made, as the client sends it back in ``messages[].tool_calls``."""
+
+    id: Annotated[str, Field(min_length=1, max_length=128)]
+    type: Literal["function"]
+    function: FunctionCall
+
+    def arguments(self) -> Any:
+        """The arguments as JSON values (the string itself when it is not JSON)."""
+        try:
+            return json.loads(self.function.arguments)
+        except json.JSONDecodeError:
+            return self.function.arguments
+
+
+def plain_tool_call(call: ToolCall) -> str:
+    """One call in the plain form: ``<tool_call>`` + ``{"name", "arguments"}`` JSON + ``</tool_call>``."""
+    body = json.dumps({"name": call.function.name, "arguments": call.arguments()}, ensure_ascii=False)
+    return f"<tool_call>\n{body}\n</tool_call>"
+
+
+def plain_tool_result(content: str) -> str:
+    """One tool result in the plain form, for a ``user`` turn."""
+    return f"<tool_response>\n{content}\n</tool_response>"
+
+
+def template_knows_tools(tokenizer: Any) -> bool:
+    """Whether the tokenizer's chat template renders ``tool_calls`` itself (else the plain form is used)."""
+    return "tool_calls" in (getattr(tokenizer, "chat_template", None) or "")
 
 
 @dataclass(frozen=True, slots=True)

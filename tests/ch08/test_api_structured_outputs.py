@@ -121,3 +121,43 @@ def test_unservable_tool_requests_are_400s_naming_the_field(client, kw, param, w
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model="tiny", messages=MSG, max_tokens=4, **kw)
     assert err.value.body["param"] == param and words in err.value.body["message"], err.value.body
+
+
+def test_a_tool_round_trip_sends_the_call_and_its_result_back(client, embedded_tokenizer):
+    """The agent loop: call a tool, send the assistant's call and a ``tool`` result back, get an answer. The
+    SmolLM2 template knows no tools, so both reach the model in the plain form (tools.py)."""
+    from ch08_production import protocol as P
+    from ch08_production.tools import template_knows_tools
+
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    first = client.chat.completions.create(model="tiny", messages=MSG, max_tokens=40, temperature=0,
+                                           tools=[WEATHER], tool_choice=named)
+    assistant = first.choices[0].message.model_dump(exclude_none=True)
+    [call] = assistant["tool_calls"]
+    result = {"role": "tool", "tool_call_id": call["id"], "content": '{"temp_c": 18, "sky": "clear"}'}
+    history = [*MSG, assistant, result]
+    second = client.chat.completions.create(model="tiny", messages=history, max_tokens=6, temperature=0,
+                                            tools=[WEATHER], tool_choice="none")
+    assert second.choices[0].message.content is not None and second.choices[0].finish_reason in ("stop", "length")
+    assert not template_knows_tools(embedded_tokenizer)
+    rendered = P.ChatCompletionRequest.model_validate({"model": "tiny", "messages": history}).template_messages()
+    assert [m["role"] for m in rendered] == ["user", "assistant", "user"]
+    assert rendered[1]["content"] == ("<tool_call>\n" + json.dumps({"name": "get_weather", "arguments": json.loads(
+        call["function"]["arguments"])}) + "\n</tool_call>")
+    assert rendered[2]["content"] == '<tool_response>\n{"temp_c": 18, "sky": "clear"}\n</tool_response>'
+    # the prompt of the second turn holds all three messages: more tokens than the first turn's
+    assert second.usage.prompt_tokens > first.usage.prompt_tokens + 20
+
+
+@pytest.mark.parametrize(("messages", "words"), [
+    ([*MSG, {"role": "tool", "tool_call_id": "call_x", "content": "1"}], "no earlier assistant"),
+    ([{"role": "user", "content": "x", "tool_calls": [{"id": "c", "type": "function",
+                                                       "function": {"name": "f", "arguments": "{}"}}]}],
+     "only assistant messages carry tool_calls"),
+    ([{"role": "tool", "content": "x"}], "needs tool_call_id"),
+    ([{"role": "assistant"}], "needs content or tool_calls"),
+])
+def test_malformed_tool_messages_are_400s(client, messages, words):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="tiny", messages=messages, max_tokens=4)
+    assert words in err.value.body["message"] and err.value.body["param"].startswith("messages"), err.value.body
