@@ -209,10 +209,11 @@ async def handle(state: ServerState, request: Request, body: P.CompletionRequest
         log(state.logger, logging.INFO, "request finished", **fields)
 
     token_text = _token_texter(admission.backend.tokenizer) if params.logprobs is not None else None
+    fingerprint = state.fingerprints.get(id(admission.backend))
     if body.stream:
         usage_on = bool(body.stream_options and body.stream_options.include_usage)
         return SSEResponse(_sse_events(events, finish, record, rid, model, created, chat, usage_on, token_text,
-                                       params.n),
+                                       params.n, fingerprint),
                            media_type="text/event-stream", headers=SSE_HEADERS)
     text_parts: list[list[str]] = [[] for _ in range(params.n)]
     logprobs: list[list] = [[] for _ in range(params.n)]
@@ -255,7 +256,7 @@ async def handle(state: ServerState, request: Request, body: P.CompletionRequest
     build = P.chat_body if chat else P.completion_body
     c0 = choices[0]
     out = build(rid, model, c0.text, c0.finish_reason, len(ids), record.completion_tokens, created,
-                c0.logprobs, choices)
+                c0.logprobs, choices, fingerprint)
     plan = tool_plan(body) if chat else None
     if plan is not None:
         for c, body_choice in zip(choices, out["choices"], strict=True):
@@ -266,13 +267,14 @@ async def handle(state: ServerState, request: Request, body: P.CompletionRequest
 
 async def _sse_events(events: AsyncIterator, finish: Any, record: RequestRecord, rid: str, model: str,
                       created: int, chat: bool, usage_on: bool, token_text: P.TokenText | None = None,
-                      n: int = 1) -> AsyncIterator[str]:
+                      n: int = 1, fingerprint: str | None = None) -> AsyncIterator[str]:
     obj = "chat.completion.chunk" if chat else "text_completion"
     offsets = [0] * n  # text_offset of each choice's next token (completions logprobs)
     try:
         if chat:  # the role first, once per choice (as OpenAI and vLLM)
             for i in range(n):
-                yield sse(P.chat_chunk(rid, model, {"role": "assistant", "content": ""}, None, created, index=i))
+                yield sse(P.chat_chunk(rid, model, {"role": "assistant", "content": ""}, None, created, index=i,
+                                       fingerprint=fingerprint))
         try:
             async for ev in events:
                 fin = P.openai_finish(ev.finish_reason)
@@ -285,9 +287,9 @@ async def _sse_events(events: AsyncIterator, finish: Any, record: RequestRecord,
                         offsets[ev.index] += sum(len(t) for t in lp["tokens"])
                 if chat:
                     yield sse(P.chat_chunk(rid, model, {"content": ev.text} if ev.text or not fin else {}, fin,
-                                          created, lp, ev.index))
+                                          created, lp, ev.index, fingerprint))
                 else:
-                    yield sse(P.completion_chunk(rid, model, ev.text, fin, created, lp, ev.index))
+                    yield sse(P.completion_chunk(rid, model, ev.text, fin, created, lp, ev.index, fingerprint))
         except APIError as exc:
             yield sse(exc.body())
         if usage_on:

@@ -82,3 +82,19 @@ class ServerConfig:
     @property
     def model_name(self) -> str:
         return self.served_model_name or self.model
+
+    def fingerprint(self, backend: str | None = None) -> str:
+        """``system_fingerprint`` of every response, as vLLM builds its own (``vllm-<version>-<hash8>``): this
+        project's version, the backend, and 8 hex digits of everything that decides what the model answers
+        (model, backend, engine knobs, quantization), so a client can tell when a deployment changed."""
+        import hashlib
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            ours = version("llm-inference-companion")
+        except PackageNotFoundError:
+            ours = "dev"
+        backend = backend or self.backend   # the fallback backend answers with its own
+        decides = repr((self.model, self.served_model_name, backend, self.max_model_len, self.vllm_url,
+                        self.engine, self.quantization))
+        return f"llmic-{ours}-{backend}-{hashlib.sha256(decides.encode()).hexdigest()[:8]}"

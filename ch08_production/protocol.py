@@ -341,37 +341,39 @@ class Choice:
 
 def completion_body(rid: str, model: str, text: str, finish: str | None, p_tok: int, c_tok: int,
                     created: int | None = None, logprobs: dict[str, Any] | None = None,
-                    choices: Sequence[Choice] | None = None) -> dict[str, Any]:
+                    choices: Sequence[Choice] | None = None, fingerprint: str | None = None) -> dict[str, Any]:
     """A text completion; ``choices`` (n > 1) replaces the single ``text``/``finish``/``logprobs`` choice.
     ``c_tok`` counts every choice's tokens, ``p_tok`` the prompt once (as OpenAI bills it)."""
     choices = choices or [Choice(0, text, finish, logprobs)]
     return {"id": rid, "object": "text_completion", "created": created or int(time.time()), "model": model,
-            "choices": [{"index": c.index, "text": c.text, "logprobs": c.logprobs, "finish_reason": c.finish_reason}
+            "system_fingerprint": fingerprint, "choices": [{"index": c.index, "text": c.text, "logprobs": c.logprobs, "finish_reason": c.finish_reason}
                         for c in choices],
             "usage": usage(p_tok, c_tok)}
 
 
 def completion_chunk(rid: str, model: str, text: str, finish: str | None, created: int,
-                     logprobs: dict[str, Any] | None = None, index: int = 0) -> dict[str, Any]:
+                     logprobs: dict[str, Any] | None = None, index: int = 0, fingerprint: str | None = None
+                     ) -> dict[str, Any]:
     return {"id": rid, "object": "text_completion", "created": created, "model": model,
-            "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}]}
+            "system_fingerprint": fingerprint, "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}]}
 
 
 def chat_body(rid: str, model: str, text: str, finish: str | None, p_tok: int, c_tok: int,
               created: int | None = None, logprobs: dict[str, Any] | None = None,
-              choices: Sequence[Choice] | None = None) -> dict[str, Any]:
+              choices: Sequence[Choice] | None = None, fingerprint: str | None = None) -> dict[str, Any]:
     """A chat completion; ``choices`` as in :func:`completion_body`."""
     choices = choices or [Choice(0, text, finish, logprobs)]
     return {"id": rid, "object": "chat.completion", "created": created or int(time.time()), "model": model,
-            "choices": [{"index": c.index, "message": {"role": "assistant", "content": c.text},
+            "system_fingerprint": fingerprint, "choices": [{"index": c.index, "message": {"role": "assistant", "content": c.text},
                          "logprobs": c.logprobs, "finish_reason": c.finish_reason} for c in choices],
             "usage": usage(p_tok, c_tok)}
 
 
 def chat_chunk(rid: str, model: str, delta: dict[str, str], finish: str | None, created: int,
-               logprobs: dict[str, Any] | None = None, index: int = 0) -> dict[str, Any]:
+               logprobs: dict[str, Any] | None = None, index: int = 0, fingerprint: str | None = None
+               ) -> dict[str, Any]:
     return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
+            "system_fingerprint": fingerprint, "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
 
 
 def usage_chunk(rid: str, model: str, obj: str, created: int, p_tok: int, c_tok: int) -> dict[str, Any]:

@@ -39,6 +39,7 @@ class ServerState:
         self.config = config
         self.backend = backend
         self.fallback = fallback
+        self.fingerprints = {id(b): config.fingerprint(b.name) for b in (backend, fallback) if b is not None}
         self.keys = keys or APIKeyStore()
         self.limiter = RateLimiter(config.requests_per_minute, config.tokens_per_minute)
         if content_filter is None:
