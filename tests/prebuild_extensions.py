@@ -32,7 +32,7 @@ def main() -> int:
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=dict(os.environ, **env),
                               capture_output=True, text=True)
-        status = "built" if proc.returncode == 0 else f"FAILED (the test that needs it will say why): " \
+        status = "ready (built now or found in the cache)" if proc.returncode == 0 else f"FAILED (the test that needs it will say why): " \
                                                       f"{proc.stderr.strip().splitlines()[-1:]}"
         failed += proc.returncode != 0
         print(f"{what}: {status} in {time.perf_counter() - t0:.1f} s", flush=True)
