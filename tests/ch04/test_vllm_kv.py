@@ -11,6 +11,7 @@ from ch04_kvcache.vllm_kv import (
     cache_geometry,
     compare,
     expected_capacity,
+    hold_peak,
     log_capacity_tokens,
     main,
     metric,
@@ -73,6 +74,15 @@ def test_compare_rows_with_a_synthetic_observation(smollm_config):
     assert fig["ours_peak_kv_usage_vllm_geometry"] == pytest.approx(fig["vllm_peak_kv_usage"])
     assert fig["ours_prefix_hit_tokens"] == 384 and fig["vllm_capacity_tokens"] == 23_296
     assert fig["ours_util_at_peak_block16"] > rows[0]["K/V slots / reserved"]
+
+
+def test_hold_peak_takes_every_block_at_prefill():
+    padded = hold_peak([[7] * 5, [8] * 128, [9] * 129, list(range(300))], 128)
+    assert [len(p) for p in padded] == [129, 129, 129, 385]
+    assert padded[3][:300] == list(range(300)) and set(padded[3][300:]) == {299}
+    # up to 128 generated tokens (K/V for 127 of them) stay in the blocks prefill took
+    r = replay(padded, [len(p) + 64 - 1 for p in padded], block_size=128, usable_blocks=64)
+    assert r.peak_blocks == sum(-(-len(p) // 128) for p in padded)
 
 
 @pytest.mark.vllm
