@@ -242,6 +242,14 @@ def fast_decoder(model: nn.Module) -> nn.Module:
         return model
 
 
+def bench_model(model: str, load_format: str = "auto", smoke: bool = False) -> LlamaModel:
+    """The fp32 model a kernel benchmark runs on: ``--smoke`` keeps its first 4 blocks (plumbing only)."""
+    m = LlamaModel.from_pretrained(model, load_format=load_format).float().eval()
+    if smoke:
+        m.layers = m.layers[:4]
+    return m
+
+
 def main(argv: list[str] | None = None) -> int:
     from ch04_kvcache.generate import generate
     from ch06_quantization.cpu_gemv import use_gemv
@@ -259,10 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"cannot build the fused decoder: {problem}")
 
         def load() -> LlamaModel:
-            m = LlamaModel.from_pretrained(args.model, load_format=args.load_format).float().eval()
-            if args.smoke:
-                m.layers = m.layers[:4]
-            return m
+            return bench_model(args.model, args.load_format, args.smoke)
 
         n_new = 8 if args.smoke else args.new_tokens
         prompt = [1, 504, 3458, 282, 4649, 314, 2030, 47]

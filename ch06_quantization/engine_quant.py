@@ -141,6 +141,7 @@ def compare_engine(model_loader, batch: int = 16, prompt_len: int = 64, new_toke
 
 def main(argv: list[str] | None = None) -> int:
     from ch04_kvcache.model import LlamaModel
+    from ch06_quantization.cpu_decode import bench_model
     from ch06_quantization.cpu_qgemv import qgemv_path
     from common.bench import stamp_dict
     from common.cli import add_common_args, friendly_errors, make_parser, positive_int
@@ -161,10 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"cannot build the packed kernels: {problem}")
 
         def load() -> LlamaModel:
-            m = LlamaModel.from_pretrained(args.model, load_format=args.load_format).float().eval()
-            if args.smoke:
-                m.layers = m.layers[:4]
-            return m
+            return bench_model(args.model, args.load_format, args.smoke)
 
         n_new, repeats = (8, 1) if args.smoke else (args.new_tokens, args.repeats)
         runs = compare_engine(load, args.batch, 16 if args.smoke else args.prompt_len, n_new, repeats)

@@ -35,7 +35,7 @@ def llama_cpp_available() -> bool:
 def main(argv: list[str] | None = None) -> int:
     from ch04_kvcache.generate import generate
     from ch04_kvcache.model import LlamaModel
-    from ch06_quantization.cpu_decode import FusedDecoder, fused_decode_problem
+    from ch06_quantization.cpu_decode import FusedDecoder, bench_model, fused_decode_problem
     from ch06_quantization.cpu_qgemv import qgemv_path, use_packed
     from ch06_quantization.rtn import QuantSpec, quantize_model_rtn
     from common.bench import mbu, measure_read_bandwidth, stamp_dict
@@ -53,10 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"cannot build the fused decoder: {problem}")
 
         def load() -> LlamaModel:
-            m = LlamaModel.from_pretrained(args.model, load_format=args.load_format).float().eval()
-            if args.smoke:
-                m.layers = m.layers[:4]
-            return m
+            return bench_model(args.model, args.load_format, args.smoke)
 
         int8, int4 = QuantSpec(8, "channel", symmetric=True), QuantSpec(4, "group", 64)
 
