@@ -293,7 +293,8 @@ async def _sse_events(events: AsyncIterator, finish: Any, record: RequestRecord,
         except APIError as exc:
             yield sse(exc.body())
         if usage_on:
-            yield sse(P.usage_chunk(rid, model, obj, created, record.prompt_tokens, record.completion_tokens))
+            yield sse(P.usage_chunk(rid, model, obj, created, record.prompt_tokens, record.completion_tokens,
+                                    fingerprint))
         yield sse("[DONE]")
     finally:
         with anyio.CancelScope(shield=True):

@@ -376,9 +376,10 @@ def chat_chunk(rid: str, model: str, delta: dict[str, str], finish: str | None, 
             "system_fingerprint": fingerprint, "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
 
 
-def usage_chunk(rid: str, model: str, obj: str, created: int, p_tok: int, c_tok: int) -> dict[str, Any]:
-    return {"id": rid, "object": obj, "created": created, "model": model, "choices": [],
-            "usage": usage(p_tok, c_tok)}
+def usage_chunk(rid: str, model: str, obj: str, created: int, p_tok: int, c_tok: int,
+                fingerprint: str | None = None) -> dict[str, Any]:
+    return {"id": rid, "object": obj, "created": created, "model": model, "system_fingerprint": fingerprint,
+            "choices": [], "usage": usage(p_tok, c_tok)}
 
 
 def models_body(model: str, max_model_len: int, created: int) -> dict[str, Any]:

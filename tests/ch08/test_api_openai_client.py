@@ -68,3 +68,21 @@ def test_errors_surface_as_typed_exceptions(client, tiny_hf_server):
     bad = openai.OpenAI(base_url=tiny_hf_server.url + "/v1", api_key="sk-wrong-key-000", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
+
+
+def test_system_fingerprint_names_the_deployment(client):
+    """Every response and stream chunk carries one fingerprint (as vLLM's ``vllm-<version>-<hash8>``); it
+    changes with what decides the answers, not with the port."""
+    from ch05_scheduling.config import EngineConfig
+    from ch08_production.config import ServerConfig
+
+    kw = dict(model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=3, temperature=0)
+    fp = client.chat.completions.create(**kw).system_fingerprint
+    assert fp.startswith("llmic-") and fp.split("-")[-2] == "transformers" and len(fp.split("-")[-1]) == 8
+    chunks = list(client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kw))
+    assert {c.system_fingerprint for c in chunks} == {fp}
+    assert client.completions.create(model="tiny", prompt="Hi", max_tokens=2).system_fingerprint == fp
+    base = ServerConfig(backend="engine")
+    assert ServerConfig(backend="engine", port=9000).fingerprint() == base.fingerprint()
+    assert ServerConfig(backend="engine", engine=EngineConfig(max_num_seqs=4)).fingerprint() != base.fingerprint()
+    assert ServerConfig(backend="engine", quantization="int4").fingerprint() != base.fingerprint()
