@@ -37,12 +37,13 @@ from ch04_kvcache.model import LlamaModel
 from ch04_kvcache.paged_attention import DecodeKernel
 from ch04_kvcache.paged_decode_cpu import kernel as cpp_decode_kernel
 from ch04_kvcache.paged_decode_cpu import make_decode_kernel
+from ch05_scheduling.admission import RequestRejected  # noqa: F401 - re-exported for callers
 from ch05_scheduling.config import EngineConfig
 from ch05_scheduling.cost_model import StepRecord, step_features
 from ch05_scheduling.cpu_linear import PackedLinear, can_prepack, prepack_linears
 from ch05_scheduling.model_runner import ModelRunner
 from ch05_scheduling.policies import Policy, make_policy
-from ch05_scheduling.scheduler import RequestRejected, Scheduler  # noqa: F401 - re-exported for callers
+from ch05_scheduling.scheduler import Scheduler
 from ch05_scheduling.sequence import FinishReason, SamplingParams, Sequence, TokenLogprob
 from ch05_scheduling.sequence_group import CompletionOutput, GroupOutputs, SequenceGroup, make_group
 from common.cli import UsageError

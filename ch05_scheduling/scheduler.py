@@ -13,7 +13,8 @@ queue, to prefill its prompt and the tokens generated so far when it is admitted
 is the block manager's: an admitted prompt starts with ``num_cached_tokens`` already computed. Parallel
 sampling (``n > 1``, :mod:`ch05_scheduling.sequence_group`): the group's parent is prefilled, the step
 that ends its prefill samples every choice (``ScheduledSeq.fork_ids``), and :meth:`Scheduler.update`
-forks the parent's blocks into the children.
+forks the parent's blocks into the children. A request that can never run is refused by
+:meth:`Scheduler.add` with ``admission.RequestRejected`` before it takes anything.
 
 The scheduler knows no torch: it hands the runner a :class:`SchedulerOutput` (dataclass message, like
 vLLM's) and takes back the sampled token ids in :meth:`Scheduler.update`. Tests drive it with fake
@@ -27,17 +28,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ch04_kvcache.block_manager import BlockManager, CopyOnWrite, block_hash
+from ch05_scheduling.admission import RequestRejected, check_admissible, max_choices  # noqa: F401 - re-exported
 from ch05_scheduling.policies import Policy, make_policy
 from ch05_scheduling.sequence import FinishReason, SamplingParams, Sequence, SequenceStatus, TokenLogprob
 from ch05_scheduling.sequence_group import SequenceGroup
 from common.errors import UsageError
-
-
-class RequestRejected(UsageError):
-    """A request this scheduler can never run as asked: a prompt longer than ``max_model_len``, more KV than
-    the whole cache, more choices than seats. Raised by :meth:`Scheduler.add` (so by ``LLMEngine.add_request``)
-    before anything is allocated; the message says what to change. A server answers it with an error for
-    that one request and keeps serving."""
 
 
 @dataclass(slots=True)
@@ -163,26 +158,7 @@ class Scheduler:
         cfg = self.config
         if seq.seq_id in self.seqs:
             raise UsageError(f"request id {seq.seq_id} is already in the scheduler")
-        if seq.num_prompt_tokens >= cfg.max_model_len:
-            raise RequestRejected(f"prompt of {seq.num_prompt_tokens} tokens does not fit max_model_len="
-                                  f"{cfg.max_model_len}; shorten it or raise max_model_len")
-        worst = min(seq.num_prompt_tokens + seq.params.max_tokens, cfg.max_model_len)
-        if group is not None:
-            cap = self.policy.max_running(cfg.max_num_seqs)
-            if group.n > cap:
-                raise RequestRejected(f"n={group.n} needs {group.n} sequences running at once but this scheduler "
-                                      f"runs at most {cap}; lower n or raise max_num_seqs")
-            if group.max_blocks(cfg.block_size, cfg.max_model_len) > cfg.num_blocks:
-                raise RequestRejected(f"request {seq.seq_id} with n={group.n} may need "
-                                      f"{group.max_blocks(cfg.block_size, cfg.max_model_len)} KV blocks (prompt "
-                                      f"shared) but the cache holds {cfg.num_blocks}; lower n or max_tokens")
-        if -(-worst // cfg.block_size) > cfg.num_blocks:
-            raise RequestRejected(f"request {seq.seq_id} may need {worst} tokens of KV cache but it holds only "
-                                  f"{cfg.capacity_tokens}; lower max_tokens or give the cache more blocks")
-        if not cfg.enable_chunked_prefill and worst > cfg.max_num_batched_tokens:
-            raise RequestRejected(f"without chunked prefill a prompt (plus recomputed outputs) must fit "
-                                  f"max_num_batched_tokens={cfg.max_num_batched_tokens}; request {seq.seq_id} may "
-                                       f"need {worst}; enable chunked prefill or raise the budget")
+        check_admissible(cfg, self.policy, seq, group)
         seq.status = SequenceStatus.WAITING
         self.seqs[seq.seq_id] = seq
         self.waiting.append(seq)
@@ -240,14 +216,8 @@ class Scheduler:
         return self.policy.next_wakeup(now, self.running, self.waiting)
 
     def max_choices(self, prompt_len: int, max_tokens: int) -> int:
-        """The largest ``n`` that :meth:`add` accepts for a request of this shape: all ``n`` choices run at
-        once (the policy's seat cap) and their worst-case blocks (the prompt's full blocks once, the rest
-        per choice, as :meth:`SequenceGroup.max_blocks`) fit the cache. A server turns a larger n into a 400."""
-        cfg = self.config
-        worst = min(prompt_len + max_tokens, cfg.max_model_len)
-        shared = prompt_len // cfg.block_size
-        per_choice = max(1, -(-worst // cfg.block_size) - shared)
-        return max(1, min(self.policy.max_running(cfg.max_num_seqs), (cfg.num_blocks - shared) // per_choice))
+        """The largest ``n`` :meth:`add` accepts for a request of this shape (``admission.max_choices``)."""
+        return max_choices(self.config, self.policy, prompt_len, max_tokens)
 
     # ------------------------------------------------------------------ one step
     def schedule(self, now: float) -> SchedulerOutput:

@@ -70,9 +70,16 @@ class SequenceGroup:
     def max_blocks(self, block_size: int, max_model_len: int) -> int:
         """Blocks the whole group may hold at worst: the prompt's full blocks once, the rest per choice."""
         p = self.parent
-        worst = min(p.num_prompt_tokens + p.params.max_tokens, max_model_len)
-        shared = p.num_prompt_tokens // block_size
-        return shared + self.n * (-(-worst // block_size) - shared)
+        shared, per_choice = worst_case_blocks(p.num_prompt_tokens, p.params.max_tokens, block_size, max_model_len)
+        return shared + self.n * per_choice
+
+
+def worst_case_blocks(prompt_len: int, max_tokens: int, block_size: int, max_model_len: int) -> tuple[int, int]:
+    """``(shared, per_choice)``: the prompt's full blocks, held once by all choices (copy-on-write), and the
+    blocks each choice may add at worst (its prompt tail and ``max_tokens`` outputs, within the context)."""
+    worst = min(prompt_len + max_tokens, max_model_len)
+    shared = prompt_len // block_size
+    return shared, -(-worst // block_size) - shared
 
 
 def make_group(request_id: int, prompt_token_ids: list[int], params: SamplingParams, child_ids: list[int],
