@@ -9,9 +9,12 @@ fp16 scale and a uint8 zero per 64 columns (0.55 B), int8 per channel 1 B, fp32 
 :class:`PackedLinear` holds the same integers, scales and zero points (``w = (q - z) * s``; symmetric is
 ``z = 8`` or ``128``), re-laid out once for the kernel in ``csrc/qgemv.cpp``:
 
-* weights in chunks of 64 columns: int8 one byte a column; int4 byte ``i`` = column ``i`` (low nibble) |
-  column ``i + 32`` (high nibble), so a chunk's low nibbles are one block of 32 and its high nibbles the next;
-* fp16 scales and uint8 zeros (N, K/G), G = group size (a multiple of 32) or K for per-channel;
+* weights in tiles of 16 rows (``TILE``), block of 32 columns by block, in steps of 64 bytes = 16 rows x 4
+  bytes: int8 step ``i`` holds columns ``4i .. 4i + 3`` of the block, int4 step ``i`` holds columns ``8i + j``
+  in its low nibbles and ``8i + 4 + j`` in its high ones. A register's 16 int32 lanes are then 16 weight rows:
+  one load serves every activation row of a call and no row needs a horizontal sum;
+* fp16 scales and uint8 zeros per row and group of G columns (G a multiple of 32, or K for per-channel),
+  tiled the same way: (N/16, K/G, 16);
 * GPTQ act-order (``g_idx``): columns sorted by group, and the kernel reads activation ``perm[k]`` for column k.
 
 Activations are rounded to int8 per block of 32 (``sx = absmax / 127``) once per call and every block's dot
@@ -37,8 +40,8 @@ from torch import nn
 from ch06_quantization.cpu_gemv import gemv_problem
 from ch06_quantization.rtn import QuantizedWeight, QuantLinear, QuantSpec, quantize_rtn
 
-BLOCK = 32  # activation columns per int8 scale
-CHUNK = 64  # weight columns per chunk of the layout
+BLOCK = 32  # activation columns per int8 scale; the kernel's K step
+TILE = 16   # weight rows per tile of the layout
 
 
 def _module():
@@ -52,16 +55,35 @@ def qgemv_path() -> str:
     return _module().qgemv_path()
 
 
-def pack_int4(q: torch.Tensor) -> torch.Tensor:
-    """(N, K) integers 0..15 -> (N, K/64, 32) uint8: in each chunk, byte i = q[i] | q[i + 32] << 4."""
+def pack_weights(q: torch.Tensor, bits: int) -> torch.Tensor:
+    """(N, K) integers -> the kernel's tiles: (N/16, K/32, 4, 64) uint8 for int4, (N/16, K/32, 8, 64) for int8.
+
+    Step ``i`` of a block, byte ``4r + j``: int8 column ``4i + j`` of row ``r``; int4 column ``8i + j`` (low
+    nibble) and ``8i + 4 + j`` (high nibble)."""
     n, k = q.shape
-    c = q.to(torch.uint8).reshape(n, k // CHUNK, 2, CHUNK // 2)
-    return (c[:, :, 0] | (c[:, :, 1] << 4)).contiguous()
+    t = q.to(torch.uint8).reshape(n // TILE, TILE, k // BLOCK, BLOCK // 4, 4).permute(0, 2, 3, 1, 4)  # (T, B, 8, 16, 4)
+    if bits == 4:
+        t = t[:, :, 0::2] | (t[:, :, 1::2] << 4)                                 # (T, B, 4, 16, 4)
+    return t.reshape(n // TILE, k // BLOCK, -1, TILE * 4).contiguous()
 
 
-def unpack_int4(p: torch.Tensor) -> torch.Tensor:
-    """The inverse of :func:`pack_int4`: (N, K/64, 32) uint8 -> (N, K) uint8."""
-    return torch.stack([p & 0x0F, p >> 4], dim=2).reshape(p.shape[0], -1)
+def unpack_weights(p: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`pack_weights`: the kernel's tiles -> (N, K) uint8."""
+    tiles, blocks, steps = p.shape[:3]
+    t = p.reshape(tiles, blocks, steps, TILE, 4)
+    if steps == 4:                                                                # int4: nibbles back to steps of 4
+        t = torch.stack([t & 0x0F, t >> 4], dim=3).reshape(tiles, blocks, 8, TILE, 4)
+    return t.permute(0, 3, 1, 2, 4).reshape(tiles * TILE, blocks * BLOCK)
+
+
+def tile_rows(t: torch.Tensor) -> torch.Tensor:
+    """Per-row parameters (N, K/G) -> the kernel's (N/16, K/G, 16)."""
+    return t.reshape(-1, TILE, t.shape[1]).transpose(1, 2).contiguous()
+
+
+def untile_rows(t: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`tile_rows`."""
+    return t.transpose(1, 2).reshape(-1, t.shape[1])
 
 
 def quantize_blocks(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,8 +104,10 @@ def fits(qw: QuantizedWeight) -> str | None:
     k = qw.q.shape[1]
     if qw.spec.bits not in (4, 8):
         return f"{qw.spec.bits}-bit weights (the kernel has 4 and 8)"
-    if k % CHUNK:
-        return f"in_features {k} is not a multiple of {CHUNK}"
+    if k % BLOCK:
+        return f"in_features {k} is not a multiple of {BLOCK}"
+    if qw.q.shape[0] % TILE:
+        return f"out_features {qw.q.shape[0]} is not a multiple of {TILE}"
     if group_size(qw) % BLOCK:
         return f"group size {group_size(qw)} is not a multiple of {BLOCK}"
     return None
@@ -108,10 +132,9 @@ class PackedLinear(nn.Module):
                 raise ValueError("g_idx does not give every group exactly group_size columns")
             if not torch.equal(order, torch.arange(k)):
                 q, perm = q[:, order], order.to(torch.int32)
-        packed = pack_int4(q) if self.bits == 4 else q.to(torch.uint8).reshape(n, k // CHUNK, CHUNK).contiguous()
-        self.register_buffer("pq", packed)
-        self.register_buffer("ps", scales.to(torch.float16).contiguous())  # (N, K/G); scales are fp16 values already
-        self.register_buffer("pz", zeros.to(torch.uint8).contiguous())
+        self.register_buffer("pq", pack_weights(q, self.bits))
+        self.register_buffer("ps", tile_rows(scales.to(torch.float16)))  # (N/16, K/G, 16); fp16 values already
+        self.register_buffer("pz", tile_rows(zeros.to(torch.uint8)))
         self.register_buffer("perm", torch.empty(0, dtype=torch.int32) if perm is None else perm)
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
 
@@ -125,14 +148,13 @@ class PackedLinear(nn.Module):
         return cls(quantize_rtn(linear.weight, spec), linear.bias, max_rows)
 
     def _kernel_order_q(self) -> torch.Tensor:
-        q = unpack_int4(self.pq) if self.bits == 4 else self.pq.reshape(self.out_features, -1)
-        return q.float()
+        return unpack_weights(self.pq).float()
 
     def dequantized_weight(self) -> torch.Tensor:
         """(N, K) fp32, element for element what ``QuantLinear.dequantized_weight`` gives: ``(q - z) * s``."""
         q = self._kernel_order_q()
-        s = self.ps.float().repeat_interleave(self.group, dim=1)
-        z = self.pz.float().repeat_interleave(self.group, dim=1)
+        s = untile_rows(self.ps).float().repeat_interleave(self.group, dim=1)
+        z = untile_rows(self.pz).float().repeat_interleave(self.group, dim=1)
         w = (q - z) * s
         if self.perm.numel():
             out = torch.empty_like(w)
@@ -147,10 +169,10 @@ class PackedLinear(nn.Module):
             x2 = x2[:, self.perm.long()]
         xq, sx = quantize_blocks(x2)
         b = self.in_features // BLOCK
-        q = (self._kernel_order_q().double() - self.pz.double().repeat_interleave(self.group, 1)).reshape(
-            self.out_features, b, BLOCK)
+        z = untile_rows(self.pz).double().repeat_interleave(self.group, 1)
+        q = (self._kernel_order_q().double() - z).reshape(self.out_features, b, BLOCK)
         sums = torch.einsum("mbi,nbi->mnb", xq.double().reshape(-1, b, BLOCK), q)  # exact integers
-        sw = self.ps.double().repeat_interleave(self.group // BLOCK, dim=1)  # (N, blocks)
+        sw = untile_rows(self.ps).double().repeat_interleave(self.group // BLOCK, dim=1)  # (N, blocks)
         y = (sums * sx.double()[:, None, :] * sw[None]).sum(-1).float()
         y = y.reshape(*x.shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias
@@ -202,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with friendly_errors():
         model = LlamaModel.from_pretrained(args.model, load_format=args.load_format).float().eval()
-        plain = [m for m in model.modules() if isinstance(m, nn.Linear) and m.in_features % CHUNK == 0]
+        plain = [m for m in model.modules() if isinstance(m, nn.Linear) and m.in_features % BLOCK == 0]
         plain = plain[: 14 if args.smoke else None]
         int8, int4 = QuantSpec(8, "channel", symmetric=True), QuantSpec(4, "group", 64)
         kinds = {"fp32 gemv": [GemvLinear(m, 32) for m in plain],

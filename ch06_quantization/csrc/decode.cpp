@@ -26,7 +26,7 @@ struct QMat {
 
 static QMat qmat(const std::vector<at::Tensor>& t, size_t i) {   // t[i .. i + 3] = w, scale, zero, perm
   QMat m;
-  if (t[i].dim() == 3 && t[i].scalar_type() == at::kByte) {   // cpu_qgemv's (N, K/64, 32 or 64)
+  if (t[i].dim() == 4 && t[i].scalar_type() == at::kByte) {   // cpu_qgemv's tiles (N/16, K/32, 4 or 8, 64)
     m.pq = qweight_of(t[i], t[i + 1], t[i + 2], t[i + 3]); m.N = m.pq.N; m.K = m.pq.K;
     return m;
   }

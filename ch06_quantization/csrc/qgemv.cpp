@@ -1,20 +1,27 @@
-// Packed-weight GEMV for decode (qgemv.h says what it computes). A batch-1 decode step reads every weight
-// once, so bytes per weight set its speed: int4 g64 reads 0.5 B + 3 B per 64 columns (0.55 B), int8 per
-// channel 1 B, fp32 4 B. The weights are never widened to fp32: each block of 32 activations is rounded to
-// int8 once per call and the dot products are integer, the way llama.cpp pairs its Q4_0/Q8_0 weights with
-// Q8_0 activations (our layout and zero points are our own):
+// Packed-weight GEMV/GEMM for decode (qgemv.h says what it computes and the layout). A batch-1 decode step
+// reads every weight once, so bytes per weight set its speed: int4 g64 reads 0.5 B + 3 B per 64 columns
+// (0.55 B), int8 per channel 1 B, fp32 4 B. At batch 16 the same bytes feed 16 rows and the step turns into
+// arithmetic, so the instructions per product count as well. The weights are never widened to fp32: each block
+// of 32 activations is rounded to int8 once per call and the dot products are integer, the way llama.cpp pairs
+// its Q4_0/Q8_0 weights with Q8_0 activations (our layout and zero points are our own).
 //
-//   AVX-512 VNNI  64 columns a step: 32 bytes of nibbles (low | high) or 64 bytes of int8 fill one zmm of
-//                 u8 and one vpdpbusd (u8 x s8, four products summed into each int32 lane) does the block
-//                 pair; the zero point comes off as z * (sum of the four activations), precomputed per row;
-//   AVX2          the same chunk as two blocks of 32: maddubs (u8 x s8 -> int16 pairs) + madd -> int32; int8
-//                 weights are shifted to s8 first (q - 128: maddubs of 255 x 127 would saturate int16);
-//   scalar        one product at a time.
-// Each block's int32 sum is exact in all three; only its fp32 scaling and the sum over blocks round, so the
-// paths agree to float rounding (tests/ch06/test_cpu_qgemv.py, each path built through LLMIC_SIMD).
+// Why tiles of 16 rows: a register's 16 int32 lanes are 16 weight rows, not 16 pieces of one row. Each step
+// multiplies 4 columns of 16 rows by 4 activations broadcast to every lane, so one weight load serves every
+// activation row of the call, no row ever needs a horizontal sum, and the per-block work (the zero point, the
+// int -> float convert, the scales) is done once per 16 rows instead of once per row:
+//
+//   AVX-512 VNNI  one vpdpbusd (u8 x s8, four products summed into each int32 lane) per step and activation
+//                 row; up to 8 activation rows and up to 8 tiles at once, so 8 sums are in flight;
+//   AVX2          the same steps as two halves of 8 rows: maddubs (u8 x s8 -> int16 pairs) + madd -> int32;
+//                 int8 weights are shifted to s8 first (q - 128: maddubs of 255 x 127 would saturate int16);
+//   scalar        one product at a time, the same block sums and the same fp32 epilogue.
+// Each block's int32 sum is exact in all three and the fp32 epilogue (d - z * sum x, times s * sx, added in
+// block order with one fused multiply-add) is the same, so the paths agree to the last bit where the build has
+// FMA (tests/ch06/test_cpu_qgemv.py, each path built through LLMIC_SIMD).
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "ops.h"
@@ -24,12 +31,14 @@
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define QG_VNNI 1
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define QG_AVX2 1
 #endif
 
 std::string qgemv_path() {
 #if defined(QG_VNNI)
   return "avx512_vnni";
-#elif defined(__AVX2__)
+#elif defined(QG_AVX2)
   return "avx2";
 #else
   return "scalar";
@@ -38,185 +47,271 @@ std::string qgemv_path() {
 
 namespace {
 
-// One activation row, rounded once for every weight row: int8 values (in kernel column order), one scale per
-// block of 32 (sxv: the same, 8 lanes per block, for the AVX-512 path) and the sum of each 4 int8 values.
-struct QAct {
+constexpr int STEP = 64;   // bytes per step: 16 rows x 4 bytes
+
+// The M activation rows of one call, rounded once for every weight tile: int8 values in kernel column order
+// (M, K), and per block of 32 its scale and the sum of its int8 values (M, K/32).
+struct QActs {
+  int64_t K = 0, B = 0;
   std::vector<int8_t> xq;
-  std::vector<float> sx, sxv;
-  std::vector<int32_t> sum4;
+  std::vector<float> sx, sum;
+  const int8_t* x(int64_t m, int64_t b) const { return xq.data() + m * K + b * QG_BLOCK; }
 };
 
-void quantize_act(const float* x, const int32_t* perm, int64_t K, QAct& a) {
-  const int64_t B = K / QG_BLOCK;
-  a.xq.resize(K); a.sx.resize(B); a.sxv.resize(B * 8); a.sum4.resize(K / 4);
-  float v[QG_BLOCK];
-  for (int64_t b = 0; b < B; ++b) {
-    float amax = 0.f;
-    for (int i = 0; i < QG_BLOCK; ++i) {
-      const int64_t k = b * QG_BLOCK + i;
-      v[i] = perm ? x[perm[k]] : x[k];
-      amax = std::max(amax, std::fabs(v[i]));
-    }
-    const float s = amax > 0.f ? amax / 127.f : 1.f, inv = 1.f / s;
-    a.sx[b] = s;
-    for (int i = 0; i < 8; ++i) a.sxv[b * 8 + i] = s;
-    for (int i = 0; i < QG_BLOCK; ++i) a.xq[b * QG_BLOCK + i] = int8_t(std::nearbyint(v[i] * inv));
-  }
-  for (int64_t j = 0; j < K / 4; ++j)
-    a.sum4[j] = int32_t(a.xq[4 * j]) + a.xq[4 * j + 1] + a.xq[4 * j + 2] + a.xq[4 * j + 3];
-}
-
-// The weight row's scales as fp32 and zeros as int32 (minus ``zoff``), once per row for all activation rows
-struct RowParams {
-  std::vector<float> s;
-  std::vector<int32_t> z;
-};
-
-void row_params(const QWeight& w, int64_t n, int32_t zoff, RowParams& p) {
-  const int64_t GN = w.K / w.G;
-  p.s.resize(GN); p.z.resize(GN);
-  halves_to_floats(w.s + n * GN, GN, p.s.data());
-  for (int64_t g = 0; g < GN; ++g) p.z[g] = int32_t(w.z[n * GN + g]) - zoff;
-}
-
-#if defined(QG_VNNI)
-// NM activation rows against one weight row: each chunk is loaded and unpacked once and used NM times.
-template <int BITS, int NM>
-inline void dot_vnni(const uint8_t* w, const RowParams& p, int64_t K, int64_t G, const QAct* const* a, float* out) {
-  const int64_t C = K / QG_CHUNK;
-  constexpr int CB = QG_CHUNK * BITS / 8;   // bytes per chunk
-  const __m256i low = _mm256_set1_epi8(0x0F);
-  __m512 acc[NM][2];
-  for (int j = 0; j < NM; ++j) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
-  for (int64_t c = 0; c < C; ++c) {
-    _mm_prefetch(reinterpret_cast<const char*>(w + CB * c) + PREFETCH_BYTES, _MM_HINT_T0);
-    __m512i wv;
-    if constexpr (BITS == 4) {
-      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + CB * c));
-      wv = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(b, low)),
-                              _mm256_and_si256(_mm256_srli_epi16(b, 4), low), 1);
-    } else {
-      wv = _mm512_loadu_si512(w + CB * c);
-    }
-    const int64_t g0 = 2 * c * QG_BLOCK / G, g1 = (2 * c + 1) * QG_BLOCK / G;
-    const __m512i zv = _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(p.z[g0]), _mm512_set1_epi32(p.z[g1]));
-    const __m512 sw = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(p.s[g0]), _mm512_set1_ps(p.s[g1]));
-    for (int j = 0; j < NM; ++j) {
-      const __m512i x = _mm512_loadu_si512(a[j]->xq.data() + QG_CHUNK * c);
-      const __m512i zs = _mm512_mullo_epi32(zv, _mm512_loadu_si512(a[j]->sum4.data() + 16 * c));
-      const __m512i d = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, x), zs);
-      const __m512 sc = _mm512_mul_ps(sw, _mm512_loadu_ps(a[j]->sxv.data() + 16 * c));
-      acc[j][c & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), sc, acc[j][c & 1]);
-    }
-  }
-  for (int j = 0; j < NM; ++j) out[j] = _mm512_reduce_add_ps(_mm512_add_ps(acc[j][0], acc[j][1]));
-}
-#endif
-
-// One activation row against one weight row (the AVX2 and scalar paths).
-template <int BITS>
-inline float dot_one(const uint8_t* w, const RowParams& p, int64_t K, int64_t G, const QAct& a) {
-  const int64_t C = K / QG_CHUNK;
-  constexpr int CB = QG_CHUNK * BITS / 8;
-#if defined(__AVX2__)
-  const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8(char(0x80));
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  for (int64_t c = 0; c < C; ++c) {
-    _mm_prefetch(reinterpret_cast<const char*>(w + CB * c) + PREFETCH_BYTES, _MM_HINT_T0);
-    const int8_t* x = a.xq.data() + QG_CHUNK * c;
-    const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
-    const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32));
-    __m256i d0, d1;
-    if constexpr (BITS == 4) {   // nibbles 0..15: maddubs cannot saturate (2 * 15 * 127 < 32767)
-      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + CB * c));
-      d0 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_and_si256(b, low), x0), ones);
-      d1 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 4), low), x1), ones);
-    } else {                     // q - 128 as s8; |q - 128| <= 128 times |x| <= 127, pairs fit int16
-      const __m256i w0 = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + CB * c)), flip);
-      const __m256i w1 = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + CB * c + 32)), flip);
-      d0 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w0, w0), _mm256_sign_epi8(x0, w0)), ones);
-      d1 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w1, w1), _mm256_sign_epi8(x1, w1)), ones);
-    }
-    const int64_t g0 = 2 * c * QG_BLOCK / G, g1 = (2 * c + 1) * QG_BLOCK / G;
-    const int32_t* s4 = a.sum4.data() + 16 * c;
-    d0 = _mm256_sub_epi32(d0, _mm256_mullo_epi32(_mm256_set1_epi32(p.z[g0]),
-                                                 _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s4))));
-    d1 = _mm256_sub_epi32(d1, _mm256_mullo_epi32(_mm256_set1_epi32(p.z[g1]),
-                                                 _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s4 + 8))));
-    acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0), _mm256_set1_ps(p.s[g0] * a.sx[2 * c]), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1), _mm256_set1_ps(p.s[g1] * a.sx[2 * c + 1]), acc1);
-  }
-  return hsum(_mm256_add_ps(acc0, acc1));
-#else
-  float acc = 0.f;
-  for (int64_t c = 0; c < C; ++c)
-    for (int h = 0; h < 2; ++h) {                // the chunk's two blocks of 32
-      const int64_t b = 2 * c + h, g = b * QG_BLOCK / G;
-      int32_t d = 0, sx = 0;
+void quantize_acts(const float* x, int64_t M, const int32_t* perm, int64_t K, QActs& a) {
+  a.K = K; a.B = K / QG_BLOCK;
+  a.xq.resize(M * K); a.sx.resize(M * a.B); a.sum.resize(M * a.B);
+  at::parallel_for(0, M * a.B, 64, [&](int64_t begin, int64_t end) {
+    float v[QG_BLOCK];
+    for (int64_t mb = begin; mb < end; ++mb) {
+      const int64_t m = mb / a.B, b = mb % a.B;
+      const float* xr = x + m * K;
+      float amax = 0.f;
       for (int i = 0; i < QG_BLOCK; ++i) {
-        const int32_t q = BITS == 4 ? (h ? w[CB * c + i] >> 4 : w[CB * c + i] & 0x0F) : w[CB * c + 32 * h + i];
-        const int32_t xv = a.xq[b * QG_BLOCK + i];
-        d += q * xv;
-        sx += xv;
+        const int64_t k = b * QG_BLOCK + i;
+        v[i] = perm ? xr[perm[k]] : xr[k];
+        amax = std::max(amax, std::fabs(v[i]));
       }
-      acc += float(d - p.z[g] * sx) * (p.s[g] * a.sx[b]);
-    }
-  return acc;
-#endif
-}
-
-template <int BITS>
-void rows_impl(const std::vector<QAct>& acts, const QWeight& w, float* y, bool accumulate) {
-  const int64_t M = int64_t(acts.size()), N = w.N, K = w.K, G = w.G;
-  const int64_t row_bytes = K * BITS / 8;
-#if defined(__AVX2__) && !defined(QG_VNNI)
-  const int32_t zoff = BITS == 8 ? 128 : 0;      // the AVX2 int8 path multiplies q - 128 (s8 for maddubs)
-#else
-  const int32_t zoff = 0;
-#endif
-  const int64_t grain = std::max<int64_t>(8, 16384 / row_bytes);   // >= ~16 KB of weights per task
-  at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
-    RowParams p;
-    for (int64_t n = begin; n < end; ++n) {
-      row_params(w, n, zoff, p);
-      const uint8_t* wr = w.q + n * row_bytes;
-#if defined(QG_VNNI)
-      for (int64_t m0 = 0; m0 < M; m0 += 4) {    // up to 4 activation rows per pass over the weight row
-        const QAct* a[4];
-        float d[4];
-        const int nm = int(std::min<int64_t>(4, M - m0));
-        for (int j = 0; j < nm; ++j) a[j] = &acts[m0 + j];
-        switch (nm) {
-          case 1: dot_vnni<BITS, 1>(wr, p, K, G, a, d); break;
-          case 2: dot_vnni<BITS, 2>(wr, p, K, G, a, d); break;
-          case 3: dot_vnni<BITS, 3>(wr, p, K, G, a, d); break;
-          default: dot_vnni<BITS, 4>(wr, p, K, G, a, d); break;
-        }
-        for (int j = 0; j < nm; ++j) put(y + (m0 + j) * N + n, d[j], accumulate);
+      const float s = amax > 0.f ? amax / 127.f : 1.f, inv = 1.f / s;
+      int32_t total = 0;
+      int8_t* q = a.xq.data() + m * K + b * QG_BLOCK;
+      for (int i = 0; i < QG_BLOCK; ++i) {
+        q[i] = int8_t(std::nearbyint(v[i] * inv));
+        total += q[i];
       }
-#else
-      for (int64_t m = 0; m < M; ++m) put(y + m * N + n, dot_one<BITS>(wr, p, K, G, acts[m]), accumulate);
-#endif
+      a.sx[mb] = s;
+      a.sum[mb] = float(total);
     }
   });
 }
 
+// The fp32 epilogue of one block, shared by every path: the exact block sum d minus z * (sum of the block's
+// int8 activations) -- both integers below 2^24, so exact in fp32 -- times s * sx, added with one FMA.
+inline float block_value(int32_t d, float z, float sum, float s, float sx, float acc) {
+  return std::fma(float(d) - z * sum, s * sx, acc);
+}
+
+// Weight bytes per tile and block of 32 columns.
+template <int BITS> constexpr int64_t block_bytes() { return BITS == 4 ? 4 * STEP : 8 * STEP; }
+
+#if defined(QG_VNNI)
+inline __m512i bcast4(const int8_t* p) {   // 4 int8 activations in every int32 lane
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+// NT tiles (16 rows each) against NM activation rows from m0, over all of K.
+template <int BITS, int NM, int NT>
+void tiles_vnni(const QWeight& w, int64_t t0, const QActs& a, int64_t m0, float* y, bool accumulate) {
+  constexpr int STEPS = BITS == 4 ? 4 : 8;
+  const int64_t B = w.K / QG_BLOCK, GN = w.K / w.G, bpg = w.G / QG_BLOCK;
+  const __m512i low = _mm512_set1_epi8(0x0F);
+  __m512 out[NT][NM];
+  for (int t = 0; t < NT; ++t)
+    for (int j = 0; j < NM; ++j) out[t][j] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < B; ++b) {
+    __m512i d[NT][NM];
+    for (int t = 0; t < NT; ++t)
+      for (int j = 0; j < NM; ++j) d[t][j] = _mm512_setzero_si512();
+    for (int t = 0; t < NT; ++t) {
+      const uint8_t* wb = w.q + ((t0 + t) * B + b) * block_bytes<BITS>();
+      for (int i = 0; i < STEPS; ++i) {
+        _mm_prefetch(reinterpret_cast<const char*>(wb + STEP * i) + PREFETCH_BYTES, _MM_HINT_T0);
+        const __m512i v = _mm512_loadu_si512(wb + STEP * i);
+        if constexpr (BITS == 4) {
+          const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+          for (int j = 0; j < NM; ++j) {
+            const int8_t* x = a.x(m0 + j, b) + 8 * i;
+            d[t][j] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(d[t][j], lo, bcast4(x)), hi, bcast4(x + 4));
+          }
+        } else {
+          for (int j = 0; j < NM; ++j) d[t][j] = _mm512_dpbusd_epi32(d[t][j], v, bcast4(a.x(m0 + j, b) + 4 * i));
+        }
+      }
+    }
+    const int64_t g = b / bpg;
+    for (int t = 0; t < NT; ++t) {
+      const int64_t o = ((t0 + t) * GN + g) * QG_TILE;
+      const __m512 sw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.s + o)));
+      const __m512 zf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.z + o))));
+      for (int j = 0; j < NM; ++j) {
+        const int64_t ab = (m0 + j) * B + b;
+        const __m512 df = _mm512_fnmadd_ps(zf, _mm512_set1_ps(a.sum[ab]), _mm512_cvtepi32_ps(d[t][j]));
+        out[t][j] = _mm512_fmadd_ps(df, _mm512_mul_ps(sw, _mm512_set1_ps(a.sx[ab])), out[t][j]);
+      }
+    }
+  }
+  for (int t = 0; t < NT; ++t)
+    for (int j = 0; j < NM; ++j) {
+      float* yp = y + (m0 + j) * w.N + (t0 + t) * QG_TILE;
+      _mm512_storeu_ps(yp, accumulate ? _mm512_add_ps(_mm512_loadu_ps(yp), out[t][j]) : out[t][j]);
+    }
+}
+
+using TileFn = void (*)(const QWeight&, int64_t, const QActs&, int64_t, float*, bool);
+
+// tiles_vnni<BITS, nm, nt> for nm in 1..8 and nt in {1, 2, 4, 8} with nm * nt <= 8 (else null).
+template <int BITS, int NM, int NT>
+constexpr TileFn pick() { if constexpr (NM * NT <= 8) return &tiles_vnni<BITS, NM, NT>; else return nullptr; }
+
+template <int BITS, int NM>
+TileFn tile_fn(int nt) {
+  switch (nt) {
+    case 8: return pick<BITS, NM, 8>();
+    case 4: return pick<BITS, NM, 4>();
+    case 2: return pick<BITS, NM, 2>();
+    default: return pick<BITS, NM, 1>();
+  }
+}
+
+template <int BITS>
+TileFn tile_fn(int nm, int nt) {
+  switch (nm) {
+    case 1: return tile_fn<BITS, 1>(nt);
+    case 2: return tile_fn<BITS, 2>(nt);
+    case 3: return tile_fn<BITS, 3>(nt);
+    case 4: return tile_fn<BITS, 4>(nt);
+    case 5: return tile_fn<BITS, 5>(nt);
+    case 6: return tile_fn<BITS, 6>(nt);
+    case 7: return tile_fn<BITS, 7>(nt);
+    default: return tile_fn<BITS, 8>(nt);
+  }
+}
+
+constexpr int MAX_NM = 8;
+
+// Tiles [t0, t1) against all M rows: in passes of up to 8 activation rows, each over as many tiles at once as
+// keeps 8 sums in flight (8 tiles for one row, 1 tile for 8 rows).
+template <int BITS>
+void run_tiles(const QWeight& w, int64_t t0, int64_t t1, const QActs& a, int64_t M, float* y, bool accumulate) {
+  for (int64_t m0 = 0; m0 < M; m0 += MAX_NM) {
+    const int nm = int(std::min<int64_t>(MAX_NM, M - m0));
+    int64_t t = t0;
+    for (int nt = 8; nt >= 1; nt /= 2)
+      if (nm * nt <= 8)
+        for (const TileFn f = tile_fn<BITS>(nm, nt); t + nt <= t1; t += nt) f(w, t, a, m0, y, accumulate);
+  }
+}
+
+#elif defined(QG_AVX2)
+inline __m256i bcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
+}
+
+// Rows 8h .. 8h + 7 of tile t against NM activation rows from m0, over all of K.
+template <int BITS, int NM>
+void half_tile_avx2(const QWeight& w, int64_t t, int h, const QActs& a, int64_t m0, float* y, bool accumulate) {
+  constexpr int STEPS = BITS == 4 ? 4 : 8;
+  const int64_t B = w.K / QG_BLOCK, GN = w.K / w.G, bpg = w.G / QG_BLOCK;
+  const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8(char(0x80));
+  const __m256 zoff = _mm256_set1_ps(BITS == 8 ? 128.f : 0.f);   // int8 weights were shifted by 128
+  __m256 out[NM];
+  for (int j = 0; j < NM; ++j) out[j] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < B; ++b) {
+    const uint8_t* wb = w.q + (t * B + b) * block_bytes<BITS>() + 32 * h;
+    __m256i d[NM];
+    for (int j = 0; j < NM; ++j) d[j] = _mm256_setzero_si256();
+    for (int i = 0; i < STEPS; ++i) {
+      _mm_prefetch(reinterpret_cast<const char*>(wb + STEP * i) + PREFETCH_BYTES, _MM_HINT_T0);
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + STEP * i));
+      if constexpr (BITS == 4) {   // nibbles 0..15: maddubs cannot saturate (2 * 15 * 127 < 32767)
+        const __m256i lo = _mm256_and_si256(v, low), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+        for (int j = 0; j < NM; ++j) {
+          const int8_t* x = a.x(m0 + j, b) + 8 * i;
+          d[j] = _mm256_add_epi32(d[j], _mm256_madd_epi16(_mm256_maddubs_epi16(lo, bcast4(x)), ones));
+          d[j] = _mm256_add_epi32(d[j], _mm256_madd_epi16(_mm256_maddubs_epi16(hi, bcast4(x + 4)), ones));
+        }
+      } else {                     // q - 128 as s8; |q - 128| <= 128 times |x| <= 127: pairs fit int16
+        const __m256i ws = _mm256_xor_si256(v, flip), aw = _mm256_sign_epi8(ws, ws);
+        for (int j = 0; j < NM; ++j) {
+          const __m256i x = _mm256_sign_epi8(bcast4(a.x(m0 + j, b) + 4 * i), ws);
+          d[j] = _mm256_add_epi32(d[j], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, x), ones));
+        }
+      }
+    }
+    const int64_t o = (t * GN + b / bpg) * QG_TILE + 8 * h;
+    const __m256 sw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.s + o)));
+    const __m256 zf = _mm256_sub_ps(
+        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.z + o)))), zoff);
+    for (int j = 0; j < NM; ++j) {
+      const int64_t ab = (m0 + j) * B + b;
+      const __m256 df = _mm256_fnmadd_ps(zf, _mm256_set1_ps(a.sum[ab]), _mm256_cvtepi32_ps(d[j]));
+      out[j] = _mm256_fmadd_ps(df, _mm256_mul_ps(sw, _mm256_set1_ps(a.sx[ab])), out[j]);
+    }
+  }
+  for (int j = 0; j < NM; ++j) {
+    float* yp = y + (m0 + j) * w.N + t * QG_TILE + 8 * h;
+    _mm256_storeu_ps(yp, accumulate ? _mm256_add_ps(_mm256_loadu_ps(yp), out[j]) : out[j]);
+  }
+}
+
+template <int BITS>
+void run_tiles(const QWeight& w, int64_t t0, int64_t t1, const QActs& a, int64_t M, float* y, bool accumulate) {
+  for (int64_t t = t0; t < t1; ++t)
+    for (int h = 0; h < 2; ++h)
+      for (int64_t m0 = 0; m0 < M; m0 += 4) {   // 16 ymm registers: up to 4 activation rows a pass
+        switch (std::min<int64_t>(4, M - m0)) {
+          case 1: half_tile_avx2<BITS, 1>(w, t, h, a, m0, y, accumulate); break;
+          case 2: half_tile_avx2<BITS, 2>(w, t, h, a, m0, y, accumulate); break;
+          case 3: half_tile_avx2<BITS, 3>(w, t, h, a, m0, y, accumulate); break;
+          default: half_tile_avx2<BITS, 4>(w, t, h, a, m0, y, accumulate); break;
+        }
+      }
+}
+
+#else
+// The reference path: the layout read one byte at a time, the same block sums and epilogue.
+template <int BITS>
+void run_tiles(const QWeight& w, int64_t t0, int64_t t1, const QActs& a, int64_t M, float* y, bool accumulate) {
+  constexpr int STEPS = BITS == 4 ? 4 : 8;
+  const int64_t B = w.K / QG_BLOCK, GN = w.K / w.G, bpg = w.G / QG_BLOCK;
+  for (int64_t t = t0; t < t1; ++t)
+    for (int r = 0; r < QG_TILE; ++r)
+      for (int64_t m = 0; m < M; ++m) {
+        float acc = 0.f;
+        for (int64_t b = 0; b < B; ++b) {
+          const uint8_t* wb = w.q + (t * B + b) * block_bytes<BITS>() + 4 * r;
+          const int8_t* x = a.x(m, b);
+          int32_t d = 0;
+          for (int i = 0; i < STEPS; ++i)
+            for (int j = 0; j < 4; ++j) {
+              const int32_t q = wb[STEP * i + j];
+              if constexpr (BITS == 4) d += (q & 0x0F) * x[8 * i + j] + (q >> 4) * x[8 * i + 4 + j];
+              else d += q * x[4 * i + j];
+            }
+          const int64_t o = (t * GN + b / bpg) * QG_TILE + r;
+          acc = block_value(d, float(w.z[o]), a.sum[m * B + b], float(w.s[o]), a.sx[m * B + b], acc);
+        }
+        put(y + m * w.N + t * QG_TILE + r, acc, accumulate);
+      }
+}
+#endif
+
 }  // namespace
 
 void qgemv_rows(const float* x, int64_t M, const QWeight& w, float* y, bool accumulate) {
-  std::vector<QAct> acts(M);
-  for (int64_t m = 0; m < M; ++m) quantize_act(x + m * w.K, w.perm, w.K, acts[m]);
-  if (w.bits == 4) rows_impl<4>(acts, w, y, accumulate);
-  else rows_impl<8>(acts, w, y, accumulate);
+  QActs acts;
+  quantize_acts(x, M, w.perm, w.K, acts);
+  const int64_t T = w.N / QG_TILE, tile_bytes = QG_TILE * w.K * w.bits / 8;
+  const int64_t grain = std::max<int64_t>(8, 16384 / tile_bytes);   // >= 8 tiles, >= ~16 KB of weights a task
+  at::parallel_for(0, T, grain, [&](int64_t t0, int64_t t1) {
+    if (w.bits == 4) run_tiles<4>(w, t0, t1, acts, M, y, accumulate);
+    else run_tiles<8>(w, t0, t1, acts, M, y, accumulate);
+  });
 }
 
 QWeight qweight_of(const at::Tensor& q, const at::Tensor& s, const at::Tensor& z, const at::Tensor& perm) {
-  TORCH_CHECK(q.scalar_type() == at::kByte && q.dim() == 3 && q.is_contiguous() && (q.size(2) == 32 || q.size(2) == 64),
-              "packed weights must be contiguous uint8 (N, K/64, 32) for int4 or (N, K/64, 64) for int8");
+  TORCH_CHECK(q.scalar_type() == at::kByte && q.dim() == 4 && q.is_contiguous() && q.size(3) == STEP &&
+                  (q.size(2) == 4 || q.size(2) == 8),
+              "packed weights must be contiguous uint8 (N/16, K/32, 4, 64) for int4 or (N/16, K/32, 8, 64) for int8");
   QWeight w;
-  w.N = q.size(0); w.K = q.size(1) * QG_CHUNK; w.bits = q.size(2) == 32 ? 4 : 8;
-  TORCH_CHECK(s.scalar_type() == at::kHalf && s.is_contiguous() && s.dim() == 2 && s.size(0) == w.N &&
-              s.size(1) >= 1 && w.K % s.size(1) == 0, "scales must be contiguous fp16 (N, K/G)");
+  w.N = q.size(0) * QG_TILE; w.K = q.size(1) * QG_BLOCK; w.bits = q.size(2) == 4 ? 4 : 8;
+  TORCH_CHECK(s.scalar_type() == at::kHalf && s.is_contiguous() && s.dim() == 3 && s.size(0) == q.size(0) &&
+                  s.size(2) == QG_TILE && s.size(1) >= 1 && w.K % s.size(1) == 0,
+              "scales must be contiguous fp16 (N/16, K/G, 16)");
   w.G = w.K / s.size(1);
   TORCH_CHECK(w.G % QG_BLOCK == 0, "the group size must be a multiple of 32, not ", w.G);
   TORCH_CHECK(z.scalar_type() == at::kByte && z.is_contiguous() && z.sizes() == s.sizes(),

@@ -52,3 +52,40 @@ def test_kernels_equal_their_references_when_built_for_a_lower_level(level):
     tail = proc.stdout[-3000:]
     assert proc.returncode == 0, tail
     assert " passed" in tail and "skipped" not in tail.splitlines()[-1], tail
+
+
+# cpu_qgemv's paths share their arithmetic: exact int32 block sums, then the same fp32 epilogue in the same order
+# (csrc/qgemv.cpp). So a lower build must give the native build's outputs bit for bit, not just to a tolerance.
+QGEMV_OUTPUTS = """
+import sys, torch
+from torch import nn
+from ch06_quantization.cpu_qgemv import PackedLinear
+from ch06_quantization.rtn import QuantLinear, QuantSpec, quantize_rtn
+torch.manual_seed(0)
+outs = []
+for spec in [QuantSpec(4, "group", 64), QuantSpec(4, "group", 32, symmetric=True), QuantSpec(8, "channel", symmetric=True),
+             QuantSpec(8, "group", 64)]:
+    lin = nn.Linear(192, 144)
+    packed = PackedLinear.from_quant_linear(QuantLinear(quantize_rtn(lin.weight, spec), lin.bias), max_rows=32)
+    with torch.inference_mode():
+        outs += [packed(torch.randn(rows, 192) * 3) for rows in (1, 5, 16)]
+torch.save(outs, sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LOWER, reason="this CPU has no SIMD level below the scalar one")
+@pytest.mark.parametrize("level", LOWER)
+def test_packed_gemv_gives_the_native_builds_bits_when_built_for_a_lower_level(level, tmp_path):
+    import torch
+
+    outputs = {}
+    for build, env in (("native", {}), (level, {SIMD_ENV: level})):
+        path = tmp_path / f"{build}.pt"
+        proc = subprocess.run([sys.executable, "-c", QGEMV_OUTPUTS, str(path)], cwd=REPO, env=dict(os.environ, **env),
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outputs[build] = torch.load(path)
+    assert len(outputs["native"]) == 12
+    for mine, lower in zip(outputs["native"], outputs[level], strict=True):
+        assert torch.equal(mine, lower)

@@ -4,8 +4,8 @@ Tolerances: against :meth:`PackedLinear.reference` (the same int8 activation rou
 fp64) the kernel differs only by fp32 rounding of the scaled block sums: rtol 1e-5, atol 1e-5. Against
 ``QuantLinear`` (dequantize, then an fp32 matmul) it also differs by the int8 rounding of the activations:
 relative error below 1.5% (measured ~0.5%). Each SIMD path runs this file: the native build here (AVX-512
-VNNI on this machine), the scalar one through test_cpu_kernels_isa.py, and AVX2 with
-``LLMIC_SIMD=avx2 pytest tests/ch06/test_cpu_qgemv.py``.
+VNNI on this machine), the scalar one through test_cpu_kernels_isa.py (which also checks that a lower build
+gives the native one's outputs bit for bit), and AVX2 with ``LLMIC_SIMD=avx2 pytest tests/ch06/test_cpu_qgemv.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,16 @@ import torch
 from torch import nn
 
 from ch06_quantization.cpu_gemv import gemv_problem
-from ch06_quantization.cpu_qgemv import PackedLinear, fits, pack_int4, qgemv_path, unpack_int4, use_packed
+from ch06_quantization.cpu_qgemv import (
+    PackedLinear,
+    fits,
+    pack_weights,
+    qgemv_path,
+    tile_rows,
+    unpack_weights,
+    untile_rows,
+    use_packed,
+)
 from ch06_quantization.rtn import QuantizedWeight, QuantLinear, QuantSpec, quantize_model_rtn, quantize_rtn
 
 pytestmark = pytest.mark.skipif(gemv_problem() is not None, reason=f"no C++ toolchain: {gemv_problem()}")
@@ -34,12 +43,12 @@ def test_the_path_follows_the_simd_level():
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.label().replace(" ", "-"))
 def test_kernel_equals_the_integer_and_the_dequantized_references(spec):
     torch.manual_seed(0)
-    lin = nn.Linear(192, 70)  # 70 rows: a partial last task; 192 columns: three chunks, g32 and g64 groups
+    lin = nn.Linear(192, 144)  # 9 tiles of 16 rows: an odd split over threads and over 8/4/2/1 tiles at once
     ql = QuantLinear(quantize_rtn(lin.weight, spec), lin.bias)
-    packed = PackedLinear.from_quant_linear(ql)
+    packed = PackedLinear.from_quant_linear(ql, max_rows=32)
     assert torch.equal(packed.dequantized_weight(), ql.dequantized_weight())  # same weights, element for element
     with torch.inference_mode():
-        for rows in (1, 3, 6, 8, 11, 16):  # the VNNI path takes activation rows four at a time: 1-4 passes
+        for rows in (1, 3, 6, 8, 11, 16, 19):  # VNNI: up to 8 activation rows a pass; AVX2: 4
             x = torch.randn(rows, 192) * torch.rand(1, 192) * 4  # uneven column scales, as real activations
             y = packed(x)
             torch.testing.assert_close(y, packed.reference(x), rtol=1e-5, atol=1e-5)
@@ -50,7 +59,7 @@ def test_kernel_equals_the_integer_and_the_dequantized_references(spec):
 def test_act_order_columns_are_gathered():
     """A GPTQ act-order weight (g_idx a permutation of the groups): the kernel reads x through perm."""
     torch.manual_seed(1)
-    qw = quantize_rtn(torch.randn(40, 128), QuantSpec(4, "group", 64))
+    qw = quantize_rtn(torch.randn(48, 128), QuantSpec(4, "group", 64))
     perm = torch.randperm(128)
     ql = QuantLinear(QuantizedWeight(qw.q, qw.scales, qw.zeros, qw.spec, (torch.arange(128) // 64)[perm].int()))
     packed = PackedLinear.from_quant_linear(ql)
@@ -62,12 +71,21 @@ def test_act_order_columns_are_gathered():
 
 
 def test_layout_and_what_does_not_fit():
-    q = torch.randint(0, 16, (3, 128), dtype=torch.uint8)
-    p = pack_int4(q)
-    assert p.shape == (3, 2, 32) and torch.equal(unpack_int4(p), q)
-    assert int(p[0, 0, 0]) == int(q[0, 0]) | int(q[0, 32]) << 4  # low nibble column i, high nibble column i + 32
-    assert fits(quantize_rtn(torch.randn(4, 96), QuantSpec(4, "group", 32))) is not None  # 96 % 64
-    assert fits(quantize_rtn(torch.randn(4, 128), QuantSpec(3, "group", 64))) is not None  # 3 bits
+    q8 = torch.randint(0, 256, (32, 128), dtype=torch.uint8)
+    q4 = q8 & 0x0F
+    p8, p4 = pack_weights(q8, 8), pack_weights(q4, 4)
+    assert p8.shape == (2, 4, 8, 64) and p4.shape == (2, 4, 4, 64)
+    assert torch.equal(unpack_weights(p8), q8) and torch.equal(unpack_weights(p4), q4)
+    # tile 1, block 2, step 3, byte 4r + j: int8 column 64 + 4*3 + j of row 16 + r; int4 columns 64 + 8*3 + j | + 4
+    r, j = 5, 2
+    assert int(p8[1, 2, 3, 4 * r + j]) == int(q8[16 + r, 64 + 12 + j])
+    assert int(p4[1, 2, 3, 4 * r + j]) == int(q4[16 + r, 64 + 24 + j]) | int(q4[16 + r, 64 + 28 + j]) << 4
+    s = torch.randn(32, 3)
+    assert tile_rows(s).shape == (2, 3, 16) and torch.equal(untile_rows(tile_rows(s)), s)
+    assert fits(quantize_rtn(torch.randn(16, 80), QuantSpec(4, "group", 16))) is not None  # 80 % 32, g16
+    assert fits(quantize_rtn(torch.randn(20, 128), QuantSpec(4, "group", 64))) is not None  # 20 rows % 16
+    assert fits(quantize_rtn(torch.randn(16, 128), QuantSpec(3, "group", 64))) is not None  # 3 bits
+    assert fits(quantize_rtn(torch.randn(16, 96), QuantSpec(4, "group", 32))) is None  # 96 = 3 blocks of 32
 
 
 def test_long_inputs_take_the_dequantized_matmul_exactly():
