@@ -80,13 +80,13 @@ def run_vllm_row(args, trace, engine, ours) -> Row:
 
 
 def run_llama_cpp(args, trace, ours) -> Row:
-    from ch09_advanced.gguf_llama_cpp import f32_gguf_path, llama_cpp_decode, llama_cpp_problem
+    from ch06_quantization.gguf_llama_cpp import gguf_path, llama_cpp_decode, llama_cpp_problem
 
     problem = None if not args.smoke else "not run (--smoke)"
     problem = problem or llama_cpp_problem()
     if problem:
         return Row(RUN[3].name, None, None, problem if problem.startswith("not run") else f"not installed: {problem}")
-    gguf = f32_gguf_path()
+    gguf = gguf_path("F32")
     threads = torch.get_num_threads()
     llama_cpp_decode(gguf, list(trace[0].prompt_token_ids), 4, threads)  # warm-up
     seconds, tokens, same = 0.0, 0, 0

@@ -2,11 +2,11 @@
 
 ch05's engine runs every scheduled sequence through one flattened forward, so a decode step of 16
 sequences is a 16-row matmul per linear. :class:`~ch06_quantization.cpu_qgemv.PackedLinear` takes all of
-those rows in one call: the activations are rounded to int8 once per row, and each packed weight row is
-read once for up to four activation rows (VNNI; the AVX2 and scalar paths re-read it from L1) -- a
-small-M GEMM, not M calls of a GEMV. What a batch-16 decode step reads is still mostly the weights, so the
-0.55 bytes a weight of int4 g64 should beat fp32's 4 bytes there too, although less than at batch 1:
-more rows per weight byte means more arithmetic per byte.
+those rows in one call: the activations are rounded to int8 once per row, and the weights are laid out in
+tiles of 16 rows whose every 64-byte load feeds up to 8 activation rows (VNNI; AVX2 4) -- a small-M GEMM,
+not M calls of a GEMV. At batch 16 every weight byte feeds 16 rows, so the step is arithmetic more than
+bytes: int4 wins there only because an integer ``vpdpbusd`` does 64 multiply-adds where an fp32 FMA does 16,
+and the tile layout keeps the work around it (zero points, converts, scales) to once per 16 rows and block.
 
 :func:`engine_model` prepares a model for the engine the way the engine prepares its own: fp32 gets ch05's
 oneDNN-packed linears, int8/int4 get RTN weights in the packed layout (the LM head too, as

@@ -9,27 +9,29 @@ matrices differ:
   (the head quantized too, as llama.cpp's Q4_0 files do);
 * ``int4 g64, head fp32``: the linears only, what ``compare``'s int4 g64 rows decode with.
 
-MBU = bytes the step reads (every matrix with its scales, zeros and the fp32 norms; one embedding row) x
-tokens/s / the read bandwidth measured in the same run. Goals are printed beside the measured values, never
-asserted: the machine is shared and timings move by tens of percent between runs.
+With llama-cpp-python installed (``make llama-cpp``), the same run adds llama.cpp's rows on the same weights
+(``gguf_llama_cpp``: F32, Q8_0 and Q4_0 GGUFs written from the embedded model, the LM head quantized in the
+last two) at the same batch size and threads, and ``int4_vs_llama_cpp_q4_0`` / ``int8_vs_llama_cpp_q8_0`` /
+``fp32_vs_llama_cpp_f32``; without it those keys are null and the table says why.
 
-    python -m ch06_quantization.kernel_bench [--new-tokens 48] [--smoke]
+MBU = bytes the step reads (every matrix with its scales, zeros and the fp32 norms; one embedding row; for
+llama.cpp every tensor of its file) x tokens/s / the read bandwidth measured in the same run. Goals are
+printed beside the measured values, never asserted: the machine is shared and timings move by tens of
+percent between runs.
+
+    python -m ch06_quantization.kernel_bench [--new-tokens 48] [--smoke] [--no-llama-cpp]
 """
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
 import time
 
 import torch
 
-GOALS = {"int4_vs_fp32_decode_bs1": 2.5, "int8_vs_fp32_decode_bs1": 1.6, "int4_decode_mbu_bs1": 0.6}
-
-
-def llama_cpp_available() -> bool:
-    """Whether llama.cpp (its Python binding or its command-line tools) is installed here."""
-    return importlib.util.find_spec("llama_cpp") is not None or shutil.which("llama-bench") is not None
+GOALS = {"int4_vs_fp32_decode_bs1": 2.5, "int8_vs_fp32_decode_bs1": 1.6, "int4_decode_mbu_bs1": 0.6,
+         "int4_vs_llama_cpp_q4_0": 1.0}
+PEERS = {"int4_vs_llama_cpp_q4_0": ("int4 g64", "llama.cpp Q4_0"), "int8_vs_llama_cpp_q8_0": ("int8", "llama.cpp Q8_0"),
+         "fp32_vs_llama_cpp_f32": ("fp32", "llama.cpp F32")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from ch04_kvcache.model import LlamaModel
     from ch06_quantization.cpu_decode import FusedDecoder, bench_model, fused_decode_problem
     from ch06_quantization.cpu_qgemv import qgemv_path, use_packed
+    from ch06_quantization.gguf_llama_cpp import llama_cpp_problem, llama_cpp_rows
     from ch06_quantization.rtn import QuantSpec, quantize_model_rtn
     from common.bench import mbu, measure_read_bandwidth, stamp_dict
     from common.cli import add_common_args, friendly_errors, make_parser, positive_int
@@ -46,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     add_common_args(parser)
     parser.add_argument("--new-tokens", type=positive_int, default=48, help="greedy tokens to decode per run")
     parser.add_argument("--repeats", type=positive_int, default=2, help="runs per row; the best one counts")
+    parser.add_argument("--no-llama-cpp", action="store_true", help="leave llama.cpp's rows out even if installed")
     args = parser.parse_args(argv)
     with friendly_errors():
         problem = fused_decode_problem()
@@ -81,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"weights": name, "tok/s": tok_s, "MB read / token": nbytes / 1e6,
                          "GB/s": nbytes * tok_s / 1e9})
             del dec
+        peer = ("llama.cpp left out (--no-llama-cpp)" if args.no_llama_cpp else
+                "llama.cpp not run with --smoke" if args.smoke else llama_cpp_problem())
+        if peer is None:   # llama.cpp on the same weights, same prompt, tokens and threads
+            for r in llama_cpp_rows(prompt, n_new, torch.get_num_threads(), repeats):
+                r.pop("tokens")
+                rows.append({**r, "GB/s": r["MB read / token"] * r["tok/s"] / 1e3})
         bw = max(bw, measure_read_bandwidth(megabytes=mb, repeats=3))  # bandwidth drifts: the best of the two
         by = {r["weights"]: r for r in rows}
         for r in rows:
@@ -88,22 +98,23 @@ def main(argv: list[str] | None = None) -> int:
             r["vs fp32"] = r["tok/s"] / by["fp32"]["tok/s"]
         measured = {"int4_vs_fp32_decode_bs1": by["int4 g64"]["vs fp32"],
                     "int8_vs_fp32_decode_bs1": by["int8"]["vs fp32"],
-                    "int4_decode_mbu_bs1": by["int4 g64"]["MBU"]}
+                    "int4_decode_mbu_bs1": by["int4 g64"]["MBU"],
+                    **{k: by[ours]["tok/s"] / by[theirs]["tok/s"] if theirs in by else None
+                       for k, (ours, theirs) in PEERS.items()}}
         if not args.json:
             print_table(rows, title=f"batch-1 greedy decode, fused C++ step, {layers} layers, {n_new} "
                                     f"tokens, path {qgemv_path()}, read bandwidth {bw / 1e9:.1f} GB/s, "
                                     f"{torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
             for k, v in measured.items():
-                print(f"  {k}: {v:.2f} (goal >= {GOALS[k]})")
-            if not llama_cpp_available():
-                print("  int4_vs_llama_cpp_q4_0: null (llama.cpp is not installed here)")
+                shown = f"{v:.2f}" if v is not None else f"null: {peer}"
+                print(f"  {k}: {shown}" + (f" (goal >= {GOALS[k]})" if k in GOALS else ""))
         emit_json({"benchmark": "ch06.kernel_bench", "smoke": args.smoke, "new_tokens": n_new,
                    "qgemv_path": qgemv_path(), "read_bandwidth_gb_s": bw / 1e9,
                    "tok_s": {r["weights"]: r["tok/s"] for r in rows},
                    "mb_per_token": {r["weights"]: r["MB read / token"] for r in rows},
+                   "mbu": {r["weights"]: r["MBU"] for r in rows},
                    **measured, "int4_headfp32_vs_fp32_decode_bs1": by["int4 g64, head fp32"]["vs fp32"],
-                   # llama.cpp is not installed on the machines this was written on: nothing to compare to
-                   "int4_vs_llama_cpp_q4_0": None, "llama_cpp_installed": llama_cpp_available(),
+                   "llama_cpp": "measured" if peer is None else peer,
                    "goals": GOALS, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                    "hardware": stamp_dict(dtype="fp32+int8+int4", torch_threads=torch.get_num_threads())})
     return 0

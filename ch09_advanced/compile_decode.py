@@ -45,7 +45,7 @@ from ch04_kvcache.generate import generate
 from ch04_kvcache.model import LlamaModel, apply_rope
 from ch06_quantization.cpu_decode import FusedDecoder
 from ch06_quantization.cpu_gemv import gemv_problem, use_gemv
-from ch09_advanced.gguf_llama_cpp import f32_gguf_path, llama_cpp_decode, llama_cpp_problem
+from ch06_quantization.gguf_llama_cpp import gguf_path, llama_cpp_decode, llama_cpp_problem
 from common.bench import mbu, measure_read_bandwidth, stamp_dict
 from common.cli import add_common_args, friendly_errors, make_parser, positive_int, seed_everything
 from common.report import emit_json, print_table
@@ -234,7 +234,7 @@ def run(smoke: bool = False, modes: tuple[str, ...] = ("default",), new_tokens: 
     breaks = graph_breaks(decoder)
     ours = list(rows)  # torch rows only: the llama.cpp row below is the yardstick, not a mode
     full = layers is None  # llama.cpp runs the whole model only
-    lcpp = llama_cpp_decode(f32_gguf_path(), prompt, n_new, torch.get_num_threads()) if full and not llama_cpp_problem() else None
+    lcpp = llama_cpp_decode(gguf_path("F32"), prompt, n_new, torch.get_num_threads()) if full and not llama_cpp_problem() else None
     if lcpp:
         rows.append({"mode": f"llama.cpp F32 GGUF ({lcpp.threads} threads)", "compile_s": 0.0,
                      "tok/s": lcpp.decode_tok_s, "same tokens": lcpp.tokens == ref})

@@ -6,8 +6,8 @@
 The export is the no-cache forward at a fixed shape: ``input_ids (1, T) -> logits (1, T, V)``. Tokens/s
 here is prefill throughput (T tokens per forward), the same work for torch and onnxruntime. Dynamic
 int8 (``onnxruntime.quantization.quantize_dynamic``) stores MatMul weights as int8 and quantises
-activations per call. The standard CPU/edge path is GGUF + llama.cpp (``gguf_llama_cpp.py``: the embedded
-model ships as a GGUF, rewritten there as F32 and run by llama.cpp when installed); mobile
+activations per call. The standard CPU/edge path is GGUF + llama.cpp (ch06's ``gguf_llama_cpp.py``: the embedded
+model ships as a GGUF, rewritten there as F32, Q8_0 or Q4_0 and run by llama.cpp when installed); mobile
 runtimes (ExecuTorch, MLC, llama.cpp on Android/iOS) take the same export-then-quantise route.
 """
 

@@ -72,7 +72,8 @@ def test_every_script_has_help():
             "            assert e.code == 0, m\n"
             "    assert 'usage' in out.getvalue(), m\n")
     mods = ["compare", "gptq", "awq", "formats", "qat", "kv_quant", "advanced", "libraries", "evaluate", "rtn",
-            "qa_scheduling", "cpu_qgemv", "kernel_bench", "solutions.ex6_1_compare_formats",
+            "qa_scheduling", "cpu_qgemv", "kernel_bench", "engine_quant", "gguf_llama_cpp",
+            "solutions.ex6_1_compare_formats",
             "solutions.ex6_2_layerwise_quantize"]
     r = subprocess.run([sys.executable, "-c", code, *mods], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
