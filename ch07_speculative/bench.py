@@ -1,7 +1,7 @@
 """Chapter 7 benchmark (book 7.3, 7.4.4, 7.5): every method vs the target alone, beside the formula.
 
 On one input-grounded prompt (repeat a paragraph) with the embedded model, greedy, batch 1, it runs the
-target alone (``ch04_kvcache.generate``), prompt lookup, the layer-truncated self-drafts, ch06's int8 and
+target alone (``ch04_kvcache.generate``), prompt lookup, the layer-truncated self-drafts, ch06's int8, int4 g64 and
 W8A8 drafts run by the fused C++ decode step, optionally more int8 drafts (``--int8-draft``: ch06 RTN,
 torch dynamic, the eager C++ GEMV/W8A8 layers) and lookahead, and reports for each: identical tokens,
 wall-clock speedup (prefill included, the same for every method), the acceptance rate, tokens per target
@@ -42,6 +42,7 @@ from ch06_quantization.cpu_gemv import gemv_problem, use_gemv
 from ch07_speculative import theory
 from ch07_speculative.drafts import (
     dynamic_int8_draft,
+    fused_int4_draft,
     fused_int8_draft,
     fused_w8a8_draft,
     gemv_int8_draft,
@@ -169,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         if kernel == "fused":  # int8 weights *and* one C++ call per step: a quarter of the bytes, no op overhead
             model_drafts["int8 fused C++ draft (ch06)"] = fused_int8_draft(target)
             model_drafts["W8A8 fused C++ draft (ch06)"] = fused_w8a8_draft(target)
+            model_drafts["int4 g64 fused C++ draft (ch06)"] = fused_int4_draft(target)
         if args.distill and not args.smoke:
             from ch07_speculative.distill import distilled_draft
 

@@ -11,6 +11,8 @@
 * :func:`fused_int8_draft`: that int8 draft behind ch06's ``cpu_decode.FusedDecoder``: a whole decode
   step in one C++ call, so its cost is its bytes (a quarter of the target's), not PyTorch's per-op overhead.
 * :func:`fused_w8a8_draft`: the W8A8 draft below behind the same fused step (integer dot products).
+* :func:`fused_int4_draft`: RTN int4 g64 (LM head too) on ch06's packed-weight kernel (``cpu_qgemv``) behind the
+  same fused step: about a seventh of the target's bytes, the cheapest draft step here, and the lossiest.
 * :func:`w8a8_draft`: int8 weights *and* activations (``cpu_w8a8``): integer dot products, cheaper
   again on this CPU, at the price of rounding the activations (a lossy draft is still exact here).
 * :func:`step_cost`: seconds of one single-token decode step (after a prompt), the unit of ``c``.
@@ -90,6 +92,19 @@ def fused_w8a8_draft(target: LlamaModel):
     from ch06_quantization.cpu_decode import FusedDecoder
 
     return FusedDecoder(w8a8_draft(target))
+
+
+def fused_int4_draft(target: LlamaModel):
+    """A deep copy with RTN int4 g64 linears and LM head in ``cpu_qgemv``'s packed layout, run by ch06's fused
+    C++ decode step: what ``kernel_bench``'s int4 row decodes with."""
+    from ch06_quantization.cpu_decode import FusedDecoder
+    from ch06_quantization.cpu_qgemv import use_packed
+    from ch06_quantization.rtn import QuantSpec, quantize_model_rtn
+
+    spec = QuantSpec(4, "group", 64)
+    draft = quantize_model_rtn(copy.deepcopy(target), spec)
+    use_packed(draft, head=spec)
+    return FusedDecoder(draft.eval())
 
 
 def w8a8_draft(target: LlamaModel) -> LlamaModel:

@@ -89,7 +89,7 @@ def test_shared_cache_drafts_keep_greedy_output_exact(tiny_hf_model):
     import copy
 
     from ch06_quantization.cpu_decode import FusedDecoder, fused_decode_problem
-    from ch07_speculative.drafts import gemv_int8_draft
+    from ch07_speculative.drafts import fused_int4_draft, gemv_int8_draft
     from ch07_speculative.speculative import SharedCacheDrafter
 
     model = LlamaModel.from_pretrained(tiny_hf_model[1])
@@ -98,6 +98,7 @@ def test_shared_cache_drafts_keep_greedy_output_exact(tiny_hf_model):
     drafts = {"first block": truncated_draft(model, 1), "itself": copy.deepcopy(model)}
     if fused_decode_problem() is None:
         drafts["fused int8"] = FusedDecoder(gemv_int8_draft(model))
+        drafts["fused int4 g64"] = fused_int4_draft(model)  # ch06's packed-weight kernel, LM head int4 too
     for name, draft in drafts.items():
         res = speculative_generate(model, SharedCacheDrafter(draft), prompt, 12, gamma=3, eos_token_id=None)
         assert res.token_ids == ref.token_ids, name
