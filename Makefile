@@ -70,7 +70,7 @@ $(VLLM_VENV)/.installed: pyproject.toml
 	$(VLLM_VENV)/bin/python -c "import vllm; print('vllm', vllm.__version__, 'ready in $(VLLM_VENV)')" \
 	  && touch $@
 
-llama-cpp: setup  ## optional: llama-cpp-python (builds llama.cpp, ~12 min on 2 cores) for ch09's comparison
+llama-cpp: setup  ## optional: llama-cpp-python (builds llama.cpp, 3-15 min on 2 cores) for ch06's kernel_bench and ch09's comparison
 	$(PIP) install -q -e '.[llamacpp]'
 
 prometheus:  ## the Prometheus server binary (Debian package), for the monitoring tests
