@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -136,7 +137,10 @@ def run_workload(base_url: str, prompts: Sequence[Sequence[int]], max_tokens: in
     # does) cannot hit, so vLLM starts as cold as our replay.
     salt = uuid.uuid4().hex
 
+    start = threading.Barrier(len(prompts))   # every request leaves together: they must overlap in vLLM
+
     def send(ids: Sequence[int]) -> dict:
+        start.wait()
         body = {"model": model, "prompt": list(ids), "max_tokens": max_tokens, "temperature": 0.0,
                 "ignore_eos": True, "cache_salt": salt}
         r = httpx.post(f"{base_url}/v1/completions", json=body, timeout=timeout_s)
@@ -229,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with friendly_errors():
         config = ModelConfig.from_dict(load_config(None))
-        n, max_tokens = (4, 64) if args.smoke else (args.requests, args.max_tokens)
+        n, max_tokens = (4, 128) if args.smoke else (args.requests, args.max_tokens)
         prompts, _ = workload_prompts(n, args.seed)
         if args.smoke:   # a peak that lasts the whole decode, so a loaded machine's slow polls still see it
             prompts = hold_peak(prompts, VLLM_CPU_BLOCK_SIZE)
