@@ -94,8 +94,9 @@ def _pack(linears: list[nn.Module]) -> list[torch.Tensor]:
             m.weight = v
         return [w, empty, empty, empty]
     packed_q = all(isinstance(m, PackedLinear) for m in linears)
-    if packed_q and len({(m.bits, m.group, m.in_features) for m in linears}) > 1:
-        raise ValueError("the fused decoder packs PackedLinear layers of one bit width and group size together")
+    if packed_q and len({(m.bits, m.group, m.in_features, m.act_bits) for m in linears}) > 1:
+        raise ValueError("the fused decoder packs PackedLinear layers of one bit width, group size and activation "
+                         "width together")
     if packed_q and any(not torch.equal(m.perm, linears[0].perm) for m in linears):
         raise ValueError("the fused decoder packs act-order layers together only when their column orders agree")
     w8a8 = all(isinstance(m, W8A8Linear) for m in linears)

@@ -23,6 +23,11 @@ idea (AVX-512 VNNI ``vpdpbusd``; AVX2 ``maddubs``/``madd``; a scalar loop), with
 points. The path is fixed at build time from the CPU's flags (``common.cpu.simd_level``, capped by
 ``LLMIC_SIMD``: each level is its own build, see ``common.cpp_ext``).
 
+``act_bits=16`` rounds the activations to int16 per block instead (``vpdpwssd`` / ``pmaddwd`` on the weights
+widened to int16 with the zero subtracted; the zeros are stored as int16, which is how the kernel tells): ~256x
+less activation rounding, so a model's greedy tokens stay with ``QuantLinear``'s fp32-activation ones where
+int8 activations drift off them after a few tokens, at ~0.85x the batch-1 speed.
+
 Up to ``max_rows`` rows (decode, a verification pass) take the kernel; longer inputs (a prefill, a
 perplexity window) take ``F.linear`` on exactly ``QuantLinear``'s dequantized weight, so perplexities do not
 move. ``cpu_decode.FusedDecoder`` runs whole decode steps on the same tensors.
@@ -41,6 +46,7 @@ from ch06_quantization.cpu_gemv import gemv_problem
 from ch06_quantization.rtn import QuantizedWeight, QuantLinear, QuantSpec, quantize_rtn
 
 BLOCK = 32  # activation columns per int8 scale; the kernel's K step
+ACT_BITS = (8, 16)  # what the kernel rounds activations to
 TILE = 16   # weight rows per tile of the layout
 
 
@@ -86,12 +92,14 @@ def untile_rows(t: torch.Tensor) -> torch.Tensor:
     return t.transpose(1, 2).reshape(-1, t.shape[1])
 
 
-def quantize_blocks(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric int8 per block of 32 of ``x (..., K)``: (int8 (..., K), fp32 scales (..., K/32)), the kernel's rounding."""
+def quantize_blocks(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 (or int16) per block of 32 of ``x (..., K)``: (integers (..., K), fp32 scales (..., K/32)),
+    the kernel's rounding."""
     g = x.reshape(*x.shape[:-1], -1, BLOCK)
     amax = g.abs().amax(dim=-1, keepdim=True)
-    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
-    return torch.round(g * (1.0 / scale)).to(torch.int8).reshape(x.shape), scale[..., 0]
+    scale = torch.where(amax > 0, amax / float(2 ** (bits - 1) - 1), torch.ones_like(amax))
+    q = torch.round(g * (1.0 / scale)).to(torch.int16 if bits == 16 else torch.int8)
+    return q.reshape(x.shape), scale[..., 0]
 
 
 def group_size(qw: QuantizedWeight) -> int:
@@ -116,11 +124,15 @@ def fits(qw: QuantizedWeight) -> str | None:
 class PackedLinear(nn.Module):
     """``QuantLinear``'s int4/int8 weights in the kernel's layout; ≤ ``max_rows`` rows run the C++ GEMV."""
 
-    def __init__(self, qw: QuantizedWeight, bias: torch.Tensor | None = None, max_rows: int = 16) -> None:
+    def __init__(self, qw: QuantizedWeight, bias: torch.Tensor | None = None, max_rows: int = 16,
+                 act_bits: int = 8) -> None:
         super().__init__()
         problem = fits(qw)
         if problem:
             raise ValueError(f"the packed GEMV cannot take this weight: {problem}")
+        if act_bits not in ACT_BITS:
+            raise ValueError(f"act_bits must be one of {ACT_BITS}, not {act_bits}")
+        self.act_bits = act_bits
         n, k = qw.q.shape
         self.out_features, self.in_features, self.bits, self.max_rows = n, k, qw.spec.bits, max_rows
         self.group = group_size(qw)
@@ -134,18 +146,19 @@ class PackedLinear(nn.Module):
                 q, perm = q[:, order], order.to(torch.int32)
         self.register_buffer("pq", pack_weights(q, self.bits))
         self.register_buffer("ps", tile_rows(scales.to(torch.float16)))  # (N/16, K/G, 16); fp16 values already
-        self.register_buffer("pz", tile_rows(zeros.to(torch.uint8)))
+        # the zeros' dtype tells the kernel the activations' width: uint8 -> int8, int16 -> int16
+        self.register_buffer("pz", tile_rows(zeros.to(torch.uint8 if act_bits == 8 else torch.int16)))
         self.register_buffer("perm", torch.empty(0, dtype=torch.int32) if perm is None else perm)
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
 
     @classmethod
-    def from_quant_linear(cls, layer: QuantLinear, max_rows: int = 16) -> PackedLinear:
-        return cls(layer.quantized_weight(), layer.bias, max_rows)
+    def from_quant_linear(cls, layer: QuantLinear, max_rows: int = 16, act_bits: int = 8) -> PackedLinear:
+        return cls(layer.quantized_weight(), layer.bias, max_rows, act_bits)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, spec: QuantSpec, max_rows: int = 16) -> PackedLinear:
+    def from_linear(cls, linear: nn.Linear, spec: QuantSpec, max_rows: int = 16, act_bits: int = 8) -> PackedLinear:
         """RTN-quantize an fp32 ``nn.Linear`` (e.g. the LM head) straight into the kernel's layout."""
-        return cls(quantize_rtn(linear.weight, spec), linear.bias, max_rows)
+        return cls(quantize_rtn(linear.weight, spec), linear.bias, max_rows, act_bits)
 
     def _kernel_order_q(self) -> torch.Tensor:
         return unpack_weights(self.pq).float()
@@ -163,11 +176,12 @@ class PackedLinear(nn.Module):
         return w
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
-        """The kernel's arithmetic in torch: activations rounded per block of 32, block sums exact in fp64."""
+        """The kernel's arithmetic in torch: activations rounded per block of 32 (int8 or int16, as the kernel),
+        block sums exact in fp64."""
         x2 = x.reshape(-1, self.in_features)
         if self.perm.numel():
             x2 = x2[:, self.perm.long()]
-        xq, sx = quantize_blocks(x2)
+        xq, sx = quantize_blocks(x2, self.act_bits)
         b = self.in_features // BLOCK
         z = untile_rows(self.pz).double().repeat_interleave(self.group, 1)
         q = (self._kernel_order_q().double() - z).reshape(self.out_features, b, BLOCK)
@@ -189,14 +203,17 @@ class PackedLinear(nn.Module):
 
     def extra_repr(self) -> str:
         g = "per-channel" if self.group == self.in_features else f"g{self.group}"
-        return f"in_features={self.in_features}, out_features={self.out_features}, int{self.bits} {g} C++ GEMV"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, int{self.bits} {g} C++ GEMV, "
+                f"int{self.act_bits} activations")
 
 
-def use_packed(model: nn.Module, max_rows: int = 16, head: QuantSpec | None = None) -> int:
+def use_packed(model: nn.Module, max_rows: int = 16, head: QuantSpec | None = None, act_bits: int = 8) -> int:
     """Replace every ``QuantLinear`` the kernel takes by a :class:`PackedLinear`, in place; return how many.
 
     ``head``: also RTN-quantize ``model.lm_head`` (an fp32 ``nn.Linear``, tied to the embedding, which stays
     fp32) with that spec -- the chapter's methods leave it in fp32, llama.cpp's Q4_0 files quantize it.
+    ``act_bits``: 8 (fastest, llama.cpp's choice) or 16 (activations rounded ~256x finer: greedy tokens stay
+    with ``QuantLinear``'s where int8 activations drift off them; about half the integer throughput).
     """
     problem = gemv_problem()
     if problem:
@@ -205,9 +222,9 @@ def use_packed(model: nn.Module, max_rows: int = 16, head: QuantSpec | None = No
     swaps = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
              if isinstance(child, QuantLinear) and fits(child.quantized_weight()) is None]
     for parent, name, child in swaps:
-        setattr(parent, name, PackedLinear.from_quant_linear(child, max_rows))
+        setattr(parent, name, PackedLinear.from_quant_linear(child, max_rows, act_bits))
     if head is not None and type(getattr(model, "lm_head", None)) is nn.Linear:
-        model.lm_head = PackedLinear.from_linear(model.lm_head, head, max_rows)
+        model.lm_head = PackedLinear.from_linear(model.lm_head, head, max_rows, act_bits)
         swaps.append(None)
     return len(swaps)
 

@@ -7,7 +7,9 @@ matrices differ:
 * ``int8``: RTN per-channel symmetric linears *and LM head*, ``cpu_qgemv``'s packed int8 GEMV;
 * ``int4 g64``: RTN group-64 asymmetric linears and LM head, ``cpu_qgemv``'s packed int4 GEMV
   (the head quantized too, as llama.cpp's Q4_0 files do);
-* ``int4 g64, head fp32``: the linears only, what ``compare``'s int4 g64 rows decode with.
+* ``int4 g64, head fp32``: the linears only, what ``compare``'s int4 g64 rows decode with;
+* ``int4 g64, int16 activations``: the int4 row with activations rounded to int16 per block instead of int8
+  (``vpdpwssd``): what greedy tokens identical to ``QuantLinear``'s cost.
 
 With llama-cpp-python installed (``make llama-cpp``), the same run adds llama.cpp's rows on the same weights
 (``gguf_llama_cpp``: F32, Q8_0 and Q4_0 GGUFs written from the embedded model, the LM head quantized in the
@@ -61,15 +63,15 @@ def main(argv: list[str] | None = None) -> int:
 
         int8, int4 = QuantSpec(8, "channel", symmetric=True), QuantSpec(4, "group", 64)
 
-        def packed(spec: QuantSpec, head: QuantSpec | None):
+        def packed(spec: QuantSpec, head: QuantSpec | None, act_bits: int = 8):
             def build(m: LlamaModel) -> LlamaModel:
-                use_packed(quantize_model_rtn(m, spec), head=head)
+                use_packed(quantize_model_rtn(m, spec), head=head, act_bits=act_bits)
                 return m
 
             return build
 
         builds = {"fp32": lambda m: m, "int8": packed(int8, int8), "int4 g64": packed(int4, int4),
-                  "int4 g64, head fp32": packed(int4, None)}
+                  "int4 g64, head fp32": packed(int4, None), "int4 g64, int16 activations": packed(int4, int4, 16)}
         n_new, repeats = (8, 1) if args.smoke else (args.new_tokens, args.repeats)
         prompt = [1, 504, 3458, 282, 4649, 314, 2030, 47]
         mb = 64 if args.smoke else 256

@@ -15,6 +15,9 @@
 //   AVX2          the same steps as two halves of 8 rows: maddubs (u8 x s8 -> int16 pairs) + madd -> int32;
 //                 int8 weights are shifted to s8 first (q - 128: maddubs of 255 x 127 would saturate int16);
 //   scalar        one product at a time, the same block sums and the same fp32 epilogue.
+// With int16 activations (the zeros stored as int16 select it) a step widens the weight bytes to int16 pairs,
+// subtracts the zero there and runs vpdpwssd / pmaddwd (two products a lane): ~256x finer activations at about
+// half the integer throughput, for greedy tokens that stay with the fp32-activation reference.
 // Each block's int32 sum is exact in all three and the fp32 epilogue (d - z * sum x, times s * sx, added in
 // block order with one fused multiply-add) is the same, so the paths agree to the last bit where the build has
 // FMA (tests/ch06/test_cpu_qgemv.py, each path built through LLMIC_SIMD).
@@ -54,18 +57,26 @@ constexpr int STEP = 64;   // bytes per step: 16 rows x 4 bytes
 // 342-417, 2 KB 345-367, 4 KB 322-332.
 constexpr int QG_PREFETCH = 1024;
 
-// The M activation rows of one call, rounded once for every weight tile: int8 values in kernel column order
-// (M, K), and per block of 32 its scale and the sum of its int8 values (M, K/32).
+// The M activation rows of one call, rounded once for every weight tile, in kernel column order (M, K), and per
+// block of 32 its scale and the sum of its rounded values (M, K/32). int8 (``xq``) or int16 (``xw``); the int16
+// ones are stored in pairs for ``vpdpwssd`` / ``pmaddwd``: each group of 4 columns as [x0, x2, x1, x3].
 struct QActs {
   int64_t K = 0, B = 0;
   std::vector<int8_t> xq;
+  std::vector<int16_t> xw;
   std::vector<float> sx, sum;
   const int8_t* x(int64_t m, int64_t b) const { return xq.data() + m * K + b * QG_BLOCK; }
+  const int16_t* x16(int64_t m, int64_t b) const { return xw.data() + m * K + b * QG_BLOCK; }
 };
 
-void quantize_acts(const float* x, int64_t M, const int32_t* perm, int64_t K, QActs& a) {
+constexpr int PAIR[4] = {0, 2, 1, 3};   // where column j of a group of 4 sits in QActs::xw (its own inverse)
+
+void quantize_acts(const float* x, int64_t M, const int32_t* perm, int64_t K, int act_bits, QActs& a) {
   a.K = K; a.B = K / QG_BLOCK;
-  a.xq.resize(M * K); a.sx.resize(M * a.B); a.sum.resize(M * a.B);
+  const float levels = act_bits == 16 ? 32767.f : 127.f;
+  if (act_bits == 16) a.xw.resize(M * K);
+  else a.xq.resize(M * K);
+  a.sx.resize(M * a.B); a.sum.resize(M * a.B);
   at::parallel_for(0, M * a.B, 64, [&](int64_t begin, int64_t end) {
     float v[QG_BLOCK];
     for (int64_t mb = begin; mb < end; ++mb) {
@@ -77,12 +88,13 @@ void quantize_acts(const float* x, int64_t M, const int32_t* perm, int64_t K, QA
         v[i] = perm ? xr[perm[k]] : xr[k];
         amax = std::max(amax, std::fabs(v[i]));
       }
-      const float s = amax > 0.f ? amax / 127.f : 1.f, inv = 1.f / s;
+      const float s = amax > 0.f ? amax / levels : 1.f, inv = 1.f / s;
       int32_t total = 0;
-      int8_t* q = a.xq.data() + m * K + b * QG_BLOCK;
       for (int i = 0; i < QG_BLOCK; ++i) {
-        q[i] = int8_t(std::nearbyint(v[i] * inv));
-        total += q[i];
+        const int32_t r = int32_t(std::nearbyint(v[i] * inv));
+        if (act_bits == 16) a.xw[m * K + b * QG_BLOCK + (i & ~3) + PAIR[i & 3]] = int16_t(r);
+        else a.xq[m * K + b * QG_BLOCK + i] = int8_t(r);
+        total += r;
       }
       a.sx[mb] = s;
       a.sum[mb] = float(total);
@@ -100,49 +112,70 @@ inline float block_value(int32_t d, float z, float sum, float s, float sx, float
 template <int BITS> constexpr int64_t block_bytes() { return BITS == 4 ? 4 * STEP : 8 * STEP; }
 
 #if defined(QG_VNNI)
-inline __m512i bcast4(const int8_t* p) {   // 4 int8 activations in every int32 lane
+inline __m512i bcast4(const void* p) {   // 4 bytes (4 int8 or 2 int16 activations) in every int32 lane
   int32_t v;
   std::memcpy(&v, p, 4);
   return _mm512_set1_epi32(v);
 }
 
-// NT tiles (16 rows each) against NM activation rows from m0, over all of K.
-template <int BITS, int NM, int NT>
+// NT tiles (16 rows each) against NM activation rows from m0, over all of K. ACT 8: u8 weights x s8 activations
+// (vpdpbusd, four products a lane), the zero point taken off as z * (sum of the block's activations). ACT 16: the
+// weights widened to int16 pairs with the zero subtracted, x int16 activation pairs (vpdpwssd, two a lane).
+template <int BITS, int ACT, int NM, int NT>
 void tiles_vnni(const QWeight& w, int64_t t0, const QActs& a, int64_t m0, float* y, bool accumulate) {
   constexpr int STEPS = BITS == 4 ? 4 : 8;
   const int64_t B = w.K / QG_BLOCK, GN = w.K / w.G, bpg = w.G / QG_BLOCK;
-  const __m512i low = _mm512_set1_epi8(0x0F);
+  const __m512i low = _mm512_set1_epi8(0x0F), even = _mm512_set1_epi32(0x00FF00FF);
   __m512 out[NT][NM];
   for (int t = 0; t < NT; ++t)
     for (int j = 0; j < NM; ++j) out[t][j] = _mm512_setzero_ps();
   for (int64_t b = 0; b < B; ++b) {
+    const int64_t g = b / bpg;
     __m512i d[NT][NM];
     for (int t = 0; t < NT; ++t)
       for (int j = 0; j < NM; ++j) d[t][j] = _mm512_setzero_si512();
     for (int t = 0; t < NT; ++t) {
       const uint8_t* wb = w.q + ((t0 + t) * B + b) * block_bytes<BITS>();
+      __m512i z16 = _mm512_setzero_si512();   // ACT 16: each row's zero in both int16 halves of its lane
+      if constexpr (ACT == 16) {
+        const __m512i z = _mm512_cvtepi16_epi32(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.zw + ((t0 + t) * GN + g) * QG_TILE)));
+        z16 = _mm512_or_si512(z, _mm512_slli_epi32(z, 16));
+      }
+      // 4 columns of 16 rows (one byte each in ``p``) against activation column ``c`` onwards
+      auto step = [&](__m512i p, int c) {
+        if constexpr (ACT == 16) {
+          const __m512i pe = _mm512_sub_epi16(_mm512_and_si512(p, even), z16);   // columns c, c + 2
+          const __m512i po = _mm512_sub_epi16(_mm512_and_si512(_mm512_srli_epi32(p, 8), even), z16);   // c + 1, c + 3
+          for (int j = 0; j < NM; ++j) {
+            const int16_t* x = a.x16(m0 + j, b) + c;
+            d[t][j] = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(d[t][j], pe, bcast4(x)), po, bcast4(x + 2));
+          }
+        } else {
+          for (int j = 0; j < NM; ++j) d[t][j] = _mm512_dpbusd_epi32(d[t][j], p, bcast4(a.x(m0 + j, b) + c));
+        }
+      };
       for (int i = 0; i < STEPS; ++i) {
         _mm_prefetch(reinterpret_cast<const char*>(wb + STEP * i) + QG_PREFETCH, _MM_HINT_T0);
         const __m512i v = _mm512_loadu_si512(wb + STEP * i);
         if constexpr (BITS == 4) {
-          const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
-          for (int j = 0; j < NM; ++j) {
-            const int8_t* x = a.x(m0 + j, b) + 8 * i;
-            d[t][j] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(d[t][j], lo, bcast4(x)), hi, bcast4(x + 4));
-          }
+          step(_mm512_and_si512(v, low), 8 * i);
+          step(_mm512_and_si512(_mm512_srli_epi16(v, 4), low), 8 * i + 4);
         } else {
-          for (int j = 0; j < NM; ++j) d[t][j] = _mm512_dpbusd_epi32(d[t][j], v, bcast4(a.x(m0 + j, b) + 4 * i));
+          step(v, 4 * i);
         }
       }
     }
-    const int64_t g = b / bpg;
     for (int t = 0; t < NT; ++t) {
       const int64_t o = ((t0 + t) * GN + g) * QG_TILE;
       const __m512 sw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.s + o)));
-      const __m512 zf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.z + o))));
       for (int j = 0; j < NM; ++j) {
         const int64_t ab = (m0 + j) * B + b;
-        const __m512 df = _mm512_fnmadd_ps(zf, _mm512_set1_ps(a.sum[ab]), _mm512_cvtepi32_ps(d[t][j]));
+        __m512 df = _mm512_cvtepi32_ps(d[t][j]);
+        if constexpr (ACT == 8) {
+          const __m512 zf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.z + o))));
+          df = _mm512_fnmadd_ps(zf, _mm512_set1_ps(a.sum[ab]), df);
+        }
         out[t][j] = _mm512_fmadd_ps(df, _mm512_mul_ps(sw, _mm512_set1_ps(a.sx[ab])), out[t][j]);
       }
     }
@@ -156,31 +189,31 @@ void tiles_vnni(const QWeight& w, int64_t t0, const QActs& a, int64_t m0, float*
 
 using TileFn = void (*)(const QWeight&, int64_t, const QActs&, int64_t, float*, bool);
 
-// tiles_vnni<BITS, nm, nt> for nm in 1..8 and nt in {1, 2, 4, 8} with nm * nt <= 8 (else null).
-template <int BITS, int NM, int NT>
-constexpr TileFn pick() { if constexpr (NM * NT <= 8) return &tiles_vnni<BITS, NM, NT>; else return nullptr; }
+// tiles_vnni<BITS, ACT, nm, nt> for nm in 1..8 and nt in {1, 2, 4, 8} with nm * nt <= 8 (else null).
+template <int BITS, int ACT, int NM, int NT>
+constexpr TileFn pick() { if constexpr (NM * NT <= 8) return &tiles_vnni<BITS, ACT, NM, NT>; else return nullptr; }
 
-template <int BITS, int NM>
+template <int BITS, int ACT, int NM>
 TileFn tile_fn(int nt) {
   switch (nt) {
-    case 8: return pick<BITS, NM, 8>();
-    case 4: return pick<BITS, NM, 4>();
-    case 2: return pick<BITS, NM, 2>();
-    default: return pick<BITS, NM, 1>();
+    case 8: return pick<BITS, ACT, NM, 8>();
+    case 4: return pick<BITS, ACT, NM, 4>();
+    case 2: return pick<BITS, ACT, NM, 2>();
+    default: return pick<BITS, ACT, NM, 1>();
   }
 }
 
-template <int BITS>
+template <int BITS, int ACT>
 TileFn tile_fn(int nm, int nt) {
   switch (nm) {
-    case 1: return tile_fn<BITS, 1>(nt);
-    case 2: return tile_fn<BITS, 2>(nt);
-    case 3: return tile_fn<BITS, 3>(nt);
-    case 4: return tile_fn<BITS, 4>(nt);
-    case 5: return tile_fn<BITS, 5>(nt);
-    case 6: return tile_fn<BITS, 6>(nt);
-    case 7: return tile_fn<BITS, 7>(nt);
-    default: return tile_fn<BITS, 8>(nt);
+    case 1: return tile_fn<BITS, ACT, 1>(nt);
+    case 2: return tile_fn<BITS, ACT, 2>(nt);
+    case 3: return tile_fn<BITS, ACT, 3>(nt);
+    case 4: return tile_fn<BITS, ACT, 4>(nt);
+    case 5: return tile_fn<BITS, ACT, 5>(nt);
+    case 6: return tile_fn<BITS, ACT, 6>(nt);
+    case 7: return tile_fn<BITS, ACT, 7>(nt);
+    default: return tile_fn<BITS, ACT, 8>(nt);
   }
 }
 
@@ -188,62 +221,83 @@ constexpr int MAX_NM = 8;
 
 // Tiles [t0, t1) against all M rows: in passes of up to 8 activation rows, each over as many tiles at once as
 // keeps 8 sums in flight (8 tiles for one row, 1 tile for 8 rows).
-template <int BITS>
+template <int BITS, int ACT>
 void run_tiles(const QWeight& w, int64_t t0, int64_t t1, const QActs& a, int64_t M, float* y, bool accumulate) {
   for (int64_t m0 = 0; m0 < M; m0 += MAX_NM) {
     const int nm = int(std::min<int64_t>(MAX_NM, M - m0));
     int64_t t = t0;
     for (int nt = 8; nt >= 1; nt /= 2)
       if (nm * nt <= 8)
-        for (const TileFn f = tile_fn<BITS>(nm, nt); t + nt <= t1; t += nt) f(w, t, a, m0, y, accumulate);
+        for (const TileFn f = tile_fn<BITS, ACT>(nm, nt); t + nt <= t1; t += nt) f(w, t, a, m0, y, accumulate);
   }
 }
 
 #elif defined(QG_AVX2)
-inline __m256i bcast4(const int8_t* p) {
+inline __m256i bcast4(const void* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
   return _mm256_set1_epi32(v);
 }
 
-// Rows 8h .. 8h + 7 of tile t against NM activation rows from m0, over all of K.
-template <int BITS, int NM>
+// Rows 8h .. 8h + 7 of tile t against NM activation rows from m0, over all of K (ACT as for tiles_vnni).
+template <int BITS, int ACT, int NM>
 void half_tile_avx2(const QWeight& w, int64_t t, int h, const QActs& a, int64_t m0, float* y, bool accumulate) {
   constexpr int STEPS = BITS == 4 ? 4 : 8;
   const int64_t B = w.K / QG_BLOCK, GN = w.K / w.G, bpg = w.G / QG_BLOCK;
-  const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8(char(0x80));
-  const __m256 zoff = _mm256_set1_ps(BITS == 8 ? 128.f : 0.f);   // int8 weights were shifted by 128
+  const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8(char(0x80)),
+                even = _mm256_set1_epi32(0x00FF00FF);
+  const __m256 zoff = _mm256_set1_ps(BITS == 8 ? 128.f : 0.f);   // ACT 8: int8 weights were shifted by 128
   __m256 out[NM];
   for (int j = 0; j < NM; ++j) out[j] = _mm256_setzero_ps();
   for (int64_t b = 0; b < B; ++b) {
     const uint8_t* wb = w.q + (t * B + b) * block_bytes<BITS>() + 32 * h;
+    const int64_t o = (t * GN + b / bpg) * QG_TILE + 8 * h;
+    __m256i z16 = _mm256_setzero_si256();
+    if constexpr (ACT == 16) {
+      const __m256i z = _mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.zw + o)));
+      z16 = _mm256_or_si256(z, _mm256_slli_epi32(z, 16));
+    }
     __m256i d[NM];
     for (int j = 0; j < NM; ++j) d[j] = _mm256_setzero_si256();
-    for (int i = 0; i < STEPS; ++i) {
-      _mm_prefetch(reinterpret_cast<const char*>(wb + STEP * i) + QG_PREFETCH, _MM_HINT_T0);
-      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + STEP * i));
-      if constexpr (BITS == 4) {   // nibbles 0..15: maddubs cannot saturate (2 * 15 * 127 < 32767)
-        const __m256i lo = _mm256_and_si256(v, low), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+    auto step = [&](__m256i p, int c) {   // 4 columns of 8 rows against activation column c onwards
+      if constexpr (ACT == 16) {         // pmaddwd: int16 pairs, the zero subtracted from the weights
+        const __m256i pe = _mm256_sub_epi16(_mm256_and_si256(p, even), z16);
+        const __m256i po = _mm256_sub_epi16(_mm256_and_si256(_mm256_srli_epi32(p, 8), even), z16);
         for (int j = 0; j < NM; ++j) {
-          const int8_t* x = a.x(m0 + j, b) + 8 * i;
-          d[j] = _mm256_add_epi32(d[j], _mm256_madd_epi16(_mm256_maddubs_epi16(lo, bcast4(x)), ones));
-          d[j] = _mm256_add_epi32(d[j], _mm256_madd_epi16(_mm256_maddubs_epi16(hi, bcast4(x + 4)), ones));
+          const int16_t* x = a.x16(m0 + j, b) + c;
+          d[j] = _mm256_add_epi32(d[j], _mm256_add_epi32(_mm256_madd_epi16(pe, bcast4(x)),
+                                                         _mm256_madd_epi16(po, bcast4(x + 2))));
         }
-      } else {                     // q - 128 as s8; |q - 128| <= 128 times |x| <= 127: pairs fit int16
-        const __m256i ws = _mm256_xor_si256(v, flip), aw = _mm256_sign_epi8(ws, ws);
+      } else if constexpr (BITS == 4) {  // nibbles 0..15: maddubs cannot saturate (2 * 15 * 127 < 32767)
+        for (int j = 0; j < NM; ++j)
+          d[j] = _mm256_add_epi32(d[j], _mm256_madd_epi16(_mm256_maddubs_epi16(p, bcast4(a.x(m0 + j, b) + c)), ones));
+      } else {                           // q - 128 as s8; |q - 128| <= 128 times |x| <= 127: pairs fit int16
+        const __m256i ws = _mm256_xor_si256(p, flip), aw = _mm256_sign_epi8(ws, ws);
         for (int j = 0; j < NM; ++j) {
-          const __m256i x = _mm256_sign_epi8(bcast4(a.x(m0 + j, b) + 4 * i), ws);
+          const __m256i x = _mm256_sign_epi8(bcast4(a.x(m0 + j, b) + c), ws);
           d[j] = _mm256_add_epi32(d[j], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, x), ones));
         }
       }
+    };
+    for (int i = 0; i < STEPS; ++i) {
+      _mm_prefetch(reinterpret_cast<const char*>(wb + STEP * i) + QG_PREFETCH, _MM_HINT_T0);
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + STEP * i));
+      if constexpr (BITS == 4) {
+        step(_mm256_and_si256(v, low), 8 * i);
+        step(_mm256_and_si256(_mm256_srli_epi16(v, 4), low), 8 * i + 4);
+      } else {
+        step(v, 4 * i);
+      }
     }
-    const int64_t o = (t * GN + b / bpg) * QG_TILE + 8 * h;
     const __m256 sw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.s + o)));
-    const __m256 zf = _mm256_sub_ps(
-        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.z + o)))), zoff);
     for (int j = 0; j < NM; ++j) {
       const int64_t ab = (m0 + j) * B + b;
-      const __m256 df = _mm256_fnmadd_ps(zf, _mm256_set1_ps(a.sum[ab]), _mm256_cvtepi32_ps(d[j]));
+      __m256 df = _mm256_cvtepi32_ps(d[j]);
+      if constexpr (ACT == 8) {
+        const __m256 zf = _mm256_sub_ps(
+            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.z + o)))), zoff);
+        df = _mm256_fnmadd_ps(zf, _mm256_set1_ps(a.sum[ab]), df);
+      }
       out[j] = _mm256_fmadd_ps(df, _mm256_mul_ps(sw, _mm256_set1_ps(a.sx[ab])), out[j]);
     }
   }
@@ -253,23 +307,23 @@ void half_tile_avx2(const QWeight& w, int64_t t, int h, const QActs& a, int64_t 
   }
 }
 
-template <int BITS>
+template <int BITS, int ACT>
 void run_tiles(const QWeight& w, int64_t t0, int64_t t1, const QActs& a, int64_t M, float* y, bool accumulate) {
   for (int64_t t = t0; t < t1; ++t)
     for (int h = 0; h < 2; ++h)
       for (int64_t m0 = 0; m0 < M; m0 += 4) {   // 16 ymm registers: up to 4 activation rows a pass
         switch (std::min<int64_t>(4, M - m0)) {
-          case 1: half_tile_avx2<BITS, 1>(w, t, h, a, m0, y, accumulate); break;
-          case 2: half_tile_avx2<BITS, 2>(w, t, h, a, m0, y, accumulate); break;
-          case 3: half_tile_avx2<BITS, 3>(w, t, h, a, m0, y, accumulate); break;
-          default: half_tile_avx2<BITS, 4>(w, t, h, a, m0, y, accumulate); break;
+          case 1: half_tile_avx2<BITS, ACT, 1>(w, t, h, a, m0, y, accumulate); break;
+          case 2: half_tile_avx2<BITS, ACT, 2>(w, t, h, a, m0, y, accumulate); break;
+          case 3: half_tile_avx2<BITS, ACT, 3>(w, t, h, a, m0, y, accumulate); break;
+          default: half_tile_avx2<BITS, ACT, 4>(w, t, h, a, m0, y, accumulate); break;
         }
       }
 }
 
 #else
 // The reference path: the layout read one byte at a time, the same block sums and epilogue.
-template <int BITS>
+template <int BITS, int ACT>
 void run_tiles(const QWeight& w, int64_t t0, int64_t t1, const QActs& a, int64_t M, float* y, bool accumulate) {
   constexpr int STEPS = BITS == 4 ? 4 : 8;
   const int64_t B = w.K / QG_BLOCK, GN = w.K / w.G, bpg = w.G / QG_BLOCK;
@@ -279,16 +333,20 @@ void run_tiles(const QWeight& w, int64_t t0, int64_t t1, const QActs& a, int64_t
         float acc = 0.f;
         for (int64_t b = 0; b < B; ++b) {
           const uint8_t* wb = w.q + (t * B + b) * block_bytes<BITS>() + 4 * r;
-          const int8_t* x = a.x(m, b);
+          const int64_t o = (t * GN + b / bpg) * QG_TILE + r;
+          const int32_t zr = ACT == 16 ? int32_t(w.zw[o]) : 0;
+          auto xv = [&](int c) {   // activation column c of block b
+            return ACT == 16 ? int32_t(a.x16(m, b)[(c & ~3) + PAIR[c & 3]]) : int32_t(a.x(m, b)[c]);
+          };
           int32_t d = 0;
           for (int i = 0; i < STEPS; ++i)
             for (int j = 0; j < 4; ++j) {
               const int32_t q = wb[STEP * i + j];
-              if constexpr (BITS == 4) d += (q & 0x0F) * x[8 * i + j] + (q >> 4) * x[8 * i + 4 + j];
-              else d += q * x[4 * i + j];
+              if constexpr (BITS == 4) d += ((q & 0x0F) - zr) * xv(8 * i + j) + ((q >> 4) - zr) * xv(8 * i + 4 + j);
+              else d += (q - zr) * xv(4 * i + j);
             }
-          const int64_t o = (t * GN + b / bpg) * QG_TILE + r;
-          acc = block_value(d, float(w.z[o]), a.sum[m * B + b], float(w.s[o]), a.sx[m * B + b], acc);
+          const float sx = a.sx[m * B + b], s = float(w.s[o]);
+          acc = ACT == 16 ? std::fma(float(d), s * sx, acc) : block_value(d, float(w.z[o]), a.sum[m * B + b], s, sx, acc);
         }
         put(y + m * w.N + t * QG_TILE + r, acc, accumulate);
       }
@@ -299,12 +357,17 @@ void run_tiles(const QWeight& w, int64_t t0, int64_t t1, const QActs& a, int64_t
 
 void qgemv_rows(const float* x, int64_t M, const QWeight& w, float* y, bool accumulate) {
   QActs acts;
-  quantize_acts(x, M, w.perm, w.K, acts);
+  quantize_acts(x, M, w.perm, w.K, w.act_bits, acts);
   const int64_t T = w.N / QG_TILE, tile_bytes = QG_TILE * w.K * w.bits / 8;
   const int64_t grain = std::max<int64_t>(8, 16384 / tile_bytes);   // >= 8 tiles, >= ~16 KB of weights a task
   at::parallel_for(0, T, grain, [&](int64_t t0, int64_t t1) {
-    if (w.bits == 4) run_tiles<4>(w, t0, t1, acts, M, y, accumulate);
-    else run_tiles<8>(w, t0, t1, acts, M, y, accumulate);
+    if (w.act_bits == 16) {
+      if (w.bits == 4) run_tiles<4, 16>(w, t0, t1, acts, M, y, accumulate);
+      else run_tiles<8, 16>(w, t0, t1, acts, M, y, accumulate);
+    } else {
+      if (w.bits == 4) run_tiles<4, 8>(w, t0, t1, acts, M, y, accumulate);
+      else run_tiles<8, 8>(w, t0, t1, acts, M, y, accumulate);
+    }
   });
 }
 
@@ -319,9 +382,12 @@ QWeight qweight_of(const at::Tensor& q, const at::Tensor& s, const at::Tensor& z
               "scales must be contiguous fp16 (N/16, K/G, 16)");
   w.G = w.K / s.size(1);
   TORCH_CHECK(w.G % QG_BLOCK == 0, "the group size must be a multiple of 32, not ", w.G);
-  TORCH_CHECK(z.scalar_type() == at::kByte && z.is_contiguous() && z.sizes() == s.sizes(),
-              "zeros must be contiguous uint8 shaped like the scales");
-  w.q = q.data_ptr<uint8_t>(); w.s = s.data_ptr<c10::Half>(); w.z = z.data_ptr<uint8_t>();
+  TORCH_CHECK((z.scalar_type() == at::kByte || z.scalar_type() == at::kShort) && z.is_contiguous() &&
+                  z.sizes() == s.sizes(),
+              "zeros must be contiguous uint8 (int8 activations) or int16 (int16 activations) shaped like the scales");
+  w.q = q.data_ptr<uint8_t>(); w.s = s.data_ptr<c10::Half>();
+  if (z.scalar_type() == at::kShort) { w.zw = z.data_ptr<int16_t>(); w.act_bits = 16; }
+  else w.z = z.data_ptr<uint8_t>();
   if (perm.numel()) {
     TORCH_CHECK(perm.scalar_type() == at::kInt && perm.is_contiguous() && perm.numel() == w.K,
                 "perm must be K contiguous int32 column indices");

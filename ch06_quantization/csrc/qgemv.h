@@ -18,24 +18,28 @@ constexpr int QG_TILE = 16;    // weight rows per tile: one int32 lane each in a
 // So one 64-byte load (two, unpacked, for int4) feeds one vpdpbusd that adds four products to each of 16
 // rows, and every activation value is a broadcast. ``s`` (fp16) and ``z`` (uint8): one scale and one zero
 // per row and group of G columns (G a multiple of 32; G = K is per channel), tiled alike: (N/16, K/G, 16).
+// The zeros' type picks the activations: uint8 ``z`` -> int8 activations per block (the default, fastest);
+// int16 ``zw`` -> int16 activations per block, the zero subtracted from the weights in int16 (about 256x less
+// rounding of the activations, at about half the integer throughput).
 // ``perm`` (K int32, or null): kernel column k multiplies activation perm[k] (GPTQ act-order checkpoints,
 // whose columns were sorted by group).
 struct QWeight {
   const uint8_t* q = nullptr;
   const c10::Half* s = nullptr;
   const uint8_t* z = nullptr;
+  const int16_t* zw = nullptr;
   const int32_t* perm = nullptr;
-  int bits = 4;
+  int bits = 4, act_bits = 8;
   int64_t N = 0, K = 0, G = 0;
 };
 
 // y[m, n] (+)= sum over blocks b of s[n, g(b)] * sx[m, b] * (xq[m, b] . (q[n, b] - z[n, g(b)])) for M rows x
-// (M, K): each block of 32 activations is rounded to int8 inside (sx = absmax / 127), and each block's dot
-// product is an exact int32 before it is scaled. Defined in qgemv.cpp.
+// (M, K): each block of 32 activations is rounded to int8 (sx = absmax / 127) or int16 (absmax / 32767) inside,
+// and each block's dot product is an exact int32 before it is scaled. Defined in qgemv.cpp.
 void qgemv_rows(const float* x, int64_t M, const QWeight& w, float* y, bool accumulate);
 
 // The QWeight over cpu_qgemv's tensors: q uint8 (N/16, K/32, 4, 64) int4 or (N/16, K/32, 8, 64) int8, s fp16
-// and z uint8 (N/16, K/G, 16), perm int32 (K) or empty. Checks them; defined in qgemv.cpp, used by decode.cpp.
+// and z uint8 or int16 (N/16, K/G, 16), perm int32 (K) or empty. Checks them; defined in qgemv.cpp, used by decode.cpp.
 QWeight qweight_of(const at::Tensor& q, const at::Tensor& s, const at::Tensor& z, const at::Tensor& perm);
 
 // The path this build runs: "avx512_vnni", "avx2" or "scalar".
