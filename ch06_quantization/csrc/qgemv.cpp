@@ -11,7 +11,8 @@
 // int -> float convert, the scales) is done once per 16 rows instead of once per row:
 //
 //   AVX-512 VNNI  one vpdpbusd (u8 x s8, four products summed into each int32 lane) per step and activation
-//                 row; up to 8 activation rows and up to 8 tiles at once, so 8 sums are in flight;
+//                 row; one tile at a time against up to 8 activation rows, each sum split in chains so
+//                 several are in flight (the weights stay one sequential stream: faster than 8 tiles at once);
 //   AVX2          the same steps as two halves of 8 rows: maddubs (u8 x s8 -> int16 pairs) + madd -> int32;
 //                 int8 weights are shifted to s8 first (q - 128: maddubs of 255 x 127 would saturate int16);
 //   scalar        one product at a time, the same block sums and the same fp32 epilogue.
@@ -51,10 +52,9 @@ std::string qgemv_path() {
 namespace {
 
 constexpr int STEP = 64;   // bytes per step: 16 rows x 4 bytes
-// Software prefetch distance within each tile's stream. A step moves 64 bytes of one of up to 8 tiles read side
-// by side, so simd.h's 256 bytes (tuned for one row at a time) is only one int4 block ahead here. Measured
-// 2026-12-04, batch-1 int4 decode on the 2-core EPYC: 0 B 285 tok/s, 256 B 333-354, 512 B 373-392, 1 KB
-// 342-417, 2 KB 345-367, 4 KB 322-332.
+// Software prefetch distance in the weight stream (4 int4 blocks ahead). Tuned 2026-12-04 on the 2-core EPYC
+// when the kernel read 8 tiles side by side (0 B 285 tok/s, 256 B 333-354, 512 B 373-392, 1 KB 342-417, 2 KB
+// 345-367, 4 KB 322-332); reading one tile at a time (2026-12-06), 256 B to 4 KB were all within the noise.
 constexpr int QG_PREFETCH = 1024;
 
 // The M activation rows of one call, rounded once for every weight tile, in kernel column order (M, K), and per
@@ -118,118 +118,99 @@ inline __m512i bcast4(const void* p) {   // 4 bytes (4 int8 or 2 int16 activatio
   return _mm512_set1_epi32(v);
 }
 
-// NT tiles (16 rows each) against NM activation rows from m0, over all of K. ACT 8: u8 weights x s8 activations
+// One tile (16 rows) against NM activation rows from m0, over all of K. ACT 8: u8 weights x s8 activations
 // (vpdpbusd, four products a lane), the zero point taken off as z * (sum of the block's activations). ACT 16: the
 // weights widened to int16 pairs with the zero subtracted, x int16 activation pairs (vpdpwssd, two a lane).
-template <int BITS, int ACT, int NM, int NT>
-void tiles_vnni(const QWeight& w, int64_t t0, const QActs& a, int64_t m0, float* y, bool accumulate) {
-  constexpr int STEPS = BITS == 4 ? 4 : 8;
+// Each (row, block) sum is split over CH independent chains, added at the block's end (int32, exact), so even one
+// row keeps four vpdpbusd in flight while the weights are read as one sequential stream.
+template <int BITS, int ACT, int NM>
+void tile_vnni(const QWeight& w, int64_t t, const QActs& a, int64_t m0, float* y, bool accumulate) {
+  constexpr int STEPS = BITS == 4 ? 4 : 8, CH = NM >= 8 ? 1 : NM >= 4 ? 2 : 4;
   const int64_t B = w.K / QG_BLOCK, GN = w.K / w.G, bpg = w.G / QG_BLOCK;
   const __m512i low = _mm512_set1_epi8(0x0F), even = _mm512_set1_epi32(0x00FF00FF);
-  __m512 out[NT][NM];
-  for (int t = 0; t < NT; ++t)
-    for (int j = 0; j < NM; ++j) out[t][j] = _mm512_setzero_ps();
+  __m512 out[NM];
+  for (int j = 0; j < NM; ++j) out[j] = _mm512_setzero_ps();
   for (int64_t b = 0; b < B; ++b) {
-    const int64_t g = b / bpg;
-    __m512i d[NT][NM];
-    for (int t = 0; t < NT; ++t)
-      for (int j = 0; j < NM; ++j) d[t][j] = _mm512_setzero_si512();
-    for (int t = 0; t < NT; ++t) {
-      const uint8_t* wb = w.q + ((t0 + t) * B + b) * block_bytes<BITS>();
-      __m512i z16 = _mm512_setzero_si512();   // ACT 16: each row's zero in both int16 halves of its lane
+    const int64_t g = b / bpg, o = (t * GN + g) * QG_TILE;
+    const uint8_t* wb = w.q + (t * B + b) * block_bytes<BITS>();
+    __m512i d[NM][CH];
+    for (int j = 0; j < NM; ++j)
+      for (int c = 0; c < CH; ++c) d[j][c] = _mm512_setzero_si512();
+    __m512i z16 = _mm512_setzero_si512();   // ACT 16: each row's zero in both int16 halves of its lane
+    if constexpr (ACT == 16) {
+      const __m512i z = _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.zw + o)));
+      z16 = _mm512_or_si512(z, _mm512_slli_epi32(z, 16));
+    }
+    // 4 columns of 16 rows (one byte each in ``p``) against activation column ``c`` onwards, into chain ``ch``
+    auto step = [&](__m512i p, int c, int ch) {
       if constexpr (ACT == 16) {
-        const __m512i z = _mm512_cvtepi16_epi32(
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.zw + ((t0 + t) * GN + g) * QG_TILE)));
-        z16 = _mm512_or_si512(z, _mm512_slli_epi32(z, 16));
+        const __m512i pe = _mm512_sub_epi16(_mm512_and_si512(p, even), z16);   // columns c, c + 2
+        const __m512i po = _mm512_sub_epi16(_mm512_and_si512(_mm512_srli_epi32(p, 8), even), z16);   // c + 1, c + 3
+        for (int j = 0; j < NM; ++j) {
+          const int16_t* x = a.x16(m0 + j, b) + c;
+          d[j][ch] = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(d[j][ch], pe, bcast4(x)), po, bcast4(x + 2));
+        }
+      } else {
+        for (int j = 0; j < NM; ++j) d[j][ch] = _mm512_dpbusd_epi32(d[j][ch], p, bcast4(a.x(m0 + j, b) + c));
       }
-      // 4 columns of 16 rows (one byte each in ``p``) against activation column ``c`` onwards
-      auto step = [&](__m512i p, int c) {
-        if constexpr (ACT == 16) {
-          const __m512i pe = _mm512_sub_epi16(_mm512_and_si512(p, even), z16);   // columns c, c + 2
-          const __m512i po = _mm512_sub_epi16(_mm512_and_si512(_mm512_srli_epi32(p, 8), even), z16);   // c + 1, c + 3
-          for (int j = 0; j < NM; ++j) {
-            const int16_t* x = a.x16(m0 + j, b) + c;
-            d[t][j] = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(d[t][j], pe, bcast4(x)), po, bcast4(x + 2));
-          }
-        } else {
-          for (int j = 0; j < NM; ++j) d[t][j] = _mm512_dpbusd_epi32(d[t][j], p, bcast4(a.x(m0 + j, b) + c));
-        }
-      };
-      for (int i = 0; i < STEPS; ++i) {
-        _mm_prefetch(reinterpret_cast<const char*>(wb + STEP * i) + QG_PREFETCH, _MM_HINT_T0);
-        const __m512i v = _mm512_loadu_si512(wb + STEP * i);
-        if constexpr (BITS == 4) {
-          step(_mm512_and_si512(v, low), 8 * i);
-          step(_mm512_and_si512(_mm512_srli_epi16(v, 4), low), 8 * i + 4);
-        } else {
-          step(v, 4 * i);
-        }
+    };
+    for (int i = 0; i < STEPS; ++i) {
+      _mm_prefetch(reinterpret_cast<const char*>(wb + STEP * i) + QG_PREFETCH, _MM_HINT_T0);
+      const __m512i v = _mm512_loadu_si512(wb + STEP * i);
+      if constexpr (BITS == 4) {
+        step(_mm512_and_si512(v, low), 8 * i, (2 * i) % CH);
+        step(_mm512_and_si512(_mm512_srli_epi16(v, 4), low), 8 * i + 4, (2 * i + 1) % CH);
+      } else {
+        step(v, 4 * i, i % CH);
       }
     }
-    for (int t = 0; t < NT; ++t) {
-      const int64_t o = ((t0 + t) * GN + g) * QG_TILE;
-      const __m512 sw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.s + o)));
-      for (int j = 0; j < NM; ++j) {
-        const int64_t ab = (m0 + j) * B + b;
-        __m512 df = _mm512_cvtepi32_ps(d[t][j]);
-        if constexpr (ACT == 8) {
-          const __m512 zf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.z + o))));
-          df = _mm512_fnmadd_ps(zf, _mm512_set1_ps(a.sum[ab]), df);
-        }
-        out[t][j] = _mm512_fmadd_ps(df, _mm512_mul_ps(sw, _mm512_set1_ps(a.sx[ab])), out[t][j]);
+    const __m512 sw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.s + o)));
+    for (int j = 0; j < NM; ++j) {
+      const int64_t ab = (m0 + j) * B + b;
+      __m512i sum = d[j][0];
+      for (int c = 1; c < CH; ++c) sum = _mm512_add_epi32(sum, d[j][c]);
+      __m512 df = _mm512_cvtepi32_ps(sum);
+      if constexpr (ACT == 8) {
+        const __m512 zf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.z + o))));
+        df = _mm512_fnmadd_ps(zf, _mm512_set1_ps(a.sum[ab]), df);
       }
+      out[j] = _mm512_fmadd_ps(df, _mm512_mul_ps(sw, _mm512_set1_ps(a.sx[ab])), out[j]);
     }
   }
-  for (int t = 0; t < NT; ++t)
-    for (int j = 0; j < NM; ++j) {
-      float* yp = y + (m0 + j) * w.N + (t0 + t) * QG_TILE;
-      _mm512_storeu_ps(yp, accumulate ? _mm512_add_ps(_mm512_loadu_ps(yp), out[t][j]) : out[t][j]);
-    }
+  for (int j = 0; j < NM; ++j) {
+    float* yp = y + (m0 + j) * w.N + t * QG_TILE;
+    _mm512_storeu_ps(yp, accumulate ? _mm512_add_ps(_mm512_loadu_ps(yp), out[j]) : out[j]);
+  }
 }
 
 using TileFn = void (*)(const QWeight&, int64_t, const QActs&, int64_t, float*, bool);
 
-// tiles_vnni<BITS, ACT, nm, nt> for nm in 1..8 and nt in {1, 2, 4, 8} with nm * nt <= 8 (else null).
-template <int BITS, int ACT, int NM, int NT>
-constexpr TileFn pick() { if constexpr (NM * NT <= 8) return &tiles_vnni<BITS, ACT, NM, NT>; else return nullptr; }
-
-template <int BITS, int ACT, int NM>
-TileFn tile_fn(int nt) {
-  switch (nt) {
-    case 8: return pick<BITS, ACT, NM, 8>();
-    case 4: return pick<BITS, ACT, NM, 4>();
-    case 2: return pick<BITS, ACT, NM, 2>();
-    default: return pick<BITS, ACT, NM, 1>();
-  }
-}
-
 template <int BITS, int ACT>
-TileFn tile_fn(int nm, int nt) {
+TileFn tile_fn(int nm) {
   switch (nm) {
-    case 1: return tile_fn<BITS, ACT, 1>(nt);
-    case 2: return tile_fn<BITS, ACT, 2>(nt);
-    case 3: return tile_fn<BITS, ACT, 3>(nt);
-    case 4: return tile_fn<BITS, ACT, 4>(nt);
-    case 5: return tile_fn<BITS, ACT, 5>(nt);
-    case 6: return tile_fn<BITS, ACT, 6>(nt);
-    case 7: return tile_fn<BITS, ACT, 7>(nt);
-    default: return tile_fn<BITS, ACT, 8>(nt);
+    case 1: return &tile_vnni<BITS, ACT, 1>;
+    case 2: return &tile_vnni<BITS, ACT, 2>;
+    case 3: return &tile_vnni<BITS, ACT, 3>;
+    case 4: return &tile_vnni<BITS, ACT, 4>;
+    case 5: return &tile_vnni<BITS, ACT, 5>;
+    case 6: return &tile_vnni<BITS, ACT, 6>;
+    case 7: return &tile_vnni<BITS, ACT, 7>;
+    default: return &tile_vnni<BITS, ACT, 8>;
   }
 }
 
 constexpr int MAX_NM = 8;
 
-// Tiles [t0, t1) against all M rows: in passes of up to 8 activation rows, each over as many tiles at once as
-// keeps 8 sums in flight (8 tiles for one row, 1 tile for 8 rows).
+// Tiles [t0, t1) against all M rows, one tile at a time (its weights one sequential stream: measured 2026-12-06
+// on the 2-core EPYC, batch-1 int4 decode 15-19% faster than reading 8 tiles side by side) and in passes of up
+// to 8 activation rows, each pass re-reading the tile from L1.
 template <int BITS, int ACT>
 void run_tiles(const QWeight& w, int64_t t0, int64_t t1, const QActs& a, int64_t M, float* y, bool accumulate) {
-  for (int64_t m0 = 0; m0 < M; m0 += MAX_NM) {
-    const int nm = int(std::min<int64_t>(MAX_NM, M - m0));
-    int64_t t = t0;
-    for (int nt = 8; nt >= 1; nt /= 2)
-      if (nm * nt <= 8)
-        for (const TileFn f = tile_fn<BITS, ACT>(nm, nt); t + nt <= t1; t += nt) f(w, t, a, m0, y, accumulate);
-  }
+  for (int64_t t = t0; t < t1; ++t)
+    for (int64_t m0 = 0; m0 < M; m0 += MAX_NM) {
+      const int nm = int(std::min<int64_t>(MAX_NM, M - m0));
+      tile_fn<BITS, ACT>(nm)(w, t, a, m0, y, accumulate);
+    }
 }
 
 #elif defined(QG_AVX2)
