@@ -14,7 +14,8 @@
 //                 row; one tile at a time against up to 8 activation rows, each sum split in chains so
 //                 several are in flight (the weights stay one sequential stream: faster than 8 tiles at once);
 //   AVX2          the same steps as two halves of 8 rows: maddubs (u8 x s8 -> int16 pairs) + madd -> int32;
-//                 int8 weights are shifted to s8 first (q - 128: maddubs of 255 x 127 would saturate int16);
+//                 int4 weights keep a block's pairs in int16 and widen them once a block (they cannot
+//                 overflow); int8 weights are shifted to s8 first (q - 128: maddubs of 255 x 127 would saturate);
 //   scalar        one product at a time, the same block sums and the same fp32 epilogue.
 // With int16 activations (the zeros stored as int16 select it) a step widens the weight bytes to int16 pairs,
 // subtracts the zero there and runs vpdpwssd / pmaddwd (two products a lane): ~256x finer activations at about
@@ -249,9 +250,8 @@ void half_tile_avx2(const QWeight& w, int64_t t, int h, const QActs& a, int64_t 
           d[j] = _mm256_add_epi32(d[j], _mm256_add_epi32(_mm256_madd_epi16(pe, bcast4(x)),
                                                          _mm256_madd_epi16(po, bcast4(x + 2))));
         }
-      } else if constexpr (BITS == 4) {  // nibbles 0..15: maddubs cannot saturate (2 * 15 * 127 < 32767)
-        for (int j = 0; j < NM; ++j)
-          d[j] = _mm256_add_epi32(d[j], _mm256_madd_epi16(_mm256_maddubs_epi16(p, bcast4(a.x(m0 + j, b) + c)), ones));
+      } else if constexpr (BITS == 4) {  // int16 sums, widened once a block (below)
+        for (int j = 0; j < NM; ++j) d[j] = _mm256_add_epi16(d[j], _mm256_maddubs_epi16(p, bcast4(a.x(m0 + j, b) + c)));
       } else {                           // q - 128 as s8; |q - 128| <= 128 times |x| <= 127: pairs fit int16
         const __m256i ws = _mm256_xor_si256(p, flip), aw = _mm256_sign_epi8(ws, ws);
         for (int j = 0; j < NM; ++j) {
@@ -270,6 +270,10 @@ void half_tile_avx2(const QWeight& w, int64_t t, int h, const QActs& a, int64_t 
         step(v, 4 * i);
       }
     }
+    // int4 x int8: each int16 lane holds 2 products of each of the block's 8 steps, |sum| <= 16 * 15 * 127 =
+    // 30480 < 32767, so it stays exact in int16 and one madd a block (not one a step) widens it to int32.
+    if constexpr (BITS == 4 && ACT == 8)
+      for (int j = 0; j < NM; ++j) d[j] = _mm256_madd_epi16(d[j], ones);
     const __m256 sw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.s + o)));
     for (int j = 0; j < NM; ++j) {
       const int64_t ab = (m0 + j) * B + b;

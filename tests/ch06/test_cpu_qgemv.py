@@ -58,6 +58,21 @@ def test_kernel_equals_the_integer_and_the_dequantized_references(spec, act_bits
             assert ((y - ref).norm() / ref.norm()).item() < bound
 
 
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_the_largest_block_sums_stay_exact(sign):
+    """Every int4 weight 15 and every activation rounded to +-127: the largest block sum there is. The AVX2
+    path keeps a block's int4 x int8 products in int16 lanes (16 products each, |sum| <= 30480 < 32767) before
+    widening them; a wrapped lane would be off by 65536 x the scales, far outside the tolerance."""
+    qw = quantize_rtn(torch.randn(32, 128), QuantSpec(4, "group", 64))
+    ql = QuantLinear(QuantizedWeight(torch.full_like(qw.q, 15), qw.scales, qw.zeros, qw.spec))
+    packed = PackedLinear.from_quant_linear(ql)
+    with torch.inference_mode():
+        for rows in (1, 5):
+            x = torch.full((rows, 128), 3.0 * sign)
+            torch.testing.assert_close(packed(x), packed.reference(x), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(packed(x), ql(x), rtol=1e-5, atol=1e-4)
+
 def test_act_order_columns_are_gathered():
     """A GPTQ act-order weight (g_idx a permutation of the groups): the kernel reads x through perm."""
     torch.manual_seed(1)
