@@ -24,6 +24,7 @@ steps without prefill tokens (the steady state a server at that batch size lives
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -140,6 +141,9 @@ def compare_engine(model_loader, batch: int = 16, prompt_len: int = 64, new_toke
 
 
 def main(argv: list[str] | None = None) -> int:
+    from common.cpu import cap_torch_isa
+
+    cap_torch_isa()   # LLMIC_SIMD=avx2 on an AVX-512 CPU: fp32's oneDNN runs AVX2 too, as on an AVX2-only CPU
     from ch04_kvcache.model import LlamaModel
     from ch06_quantization.cpu_decode import bench_model
     from ch06_quantization.cpu_qgemv import qgemv_path
@@ -169,15 +173,20 @@ def main(argv: list[str] | None = None) -> int:
         print_rows, result = engine_summary(runs)
         if not args.json:
             print_table(print_rows, title=f"ch05 engine, batch {args.batch}, greedy, {n_new} new tokens, kernel path "
-                                          f"{qgemv_path()}, {torch.get_num_threads()} threads, "
+                                          f"{qgemv_path()}, fp32 {fp32_isa()}, {torch.get_num_threads()} threads, "
                                           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
             for k in ("engine_int8_vs_fp32_tok_s", "engine_int4_vs_fp32_tok_s"):
                 print(f"  {k}: {result[k]:.2f}" + (f" (goal >= {ENGINE_GOAL})" if "int4" in k else ""))
         emit_json({"benchmark": "ch06.engine_quant", "smoke": args.smoke, "batch": args.batch, "new_tokens": n_new,
-                   "qgemv_path": qgemv_path(), **result, "goal_engine_int4_vs_fp32_tok_s": ENGINE_GOAL,
+                   "qgemv_path": qgemv_path(), "fp32_isa": fp32_isa(), **result, "goal_engine_int4_vs_fp32_tok_s": ENGINE_GOAL,
                    "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                    "hardware": stamp_dict(dtype="fp32+int8+int4", torch_threads=torch.get_num_threads())})
     return 0
+
+
+def fp32_isa() -> str:
+    """What the fp32 row's oneDNN linears may use: the cap in ``ONEDNN_MAX_CPU_ISA``, else ATen's level."""
+    return os.environ.get("ONEDNN_MAX_CPU_ISA", torch.backends.cpu.get_cpu_capability()).lower()
 
 
 def engine_summary(runs: list[EngineRun]) -> tuple[list[dict], dict]:

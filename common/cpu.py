@@ -58,6 +58,28 @@ def simd_level(flags: frozenset[str] | None = None) -> str:
     return LEVELS[min(LEVELS.index(wanted), LEVELS.index(native))]
 
 
+# What torch's own kernels are told when LLMIC_SIMD caps the level: oneDNN (the fp32 linears the engine packs)
+# and ATen's vectorised ops read these once, at their first use in the process.
+TORCH_ISA_ENV = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+                 "scalar": {"ONEDNN_MAX_CPU_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default"}}
+
+
+def cap_torch_isa() -> dict[str, str]:
+    """When ``LLMIC_SIMD`` caps the level, cap torch's fp32 kernels to it too; returns the variables it set.
+
+    A benchmark that compares our AVX2 kernels with torch's fp32 on an AVX-512 machine would otherwise race
+    AVX2 code against AVX-512 code, which no AVX2-only CPU does. It takes effect only before torch's first
+    oneDNN or vectorised op in the process: call it first thing in a script's ``main``. Variables already in
+    the environment are left as they are.
+    """
+    level = simd_level()
+    if level == native_simd_level():
+        return {}
+    todo = {k: v for k, v in TORCH_ISA_ENV[level].items() if k not in os.environ}
+    os.environ.update(todo)
+    return todo
+
+
 def has_vnni(flags: frozenset[str] | None = None) -> bool:
     """Integer dot-product instructions (AVX-512 VNNI or AVX-VNNI): exact, fast int8 GEMMs."""
     flags = cpu_flags() if flags is None else flags

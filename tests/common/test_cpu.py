@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from common import cpu
@@ -49,3 +51,20 @@ def test_capped_builds_compile_the_fallback_in_their_own_folder(monkeypatch, tmp
     monkeypatch.setenv(cpu.SIMD_ENV, "scalar")
     assert cpp_ext.extension_dir("k") != native and cpp_ext.extension_dir("k").parent.name.endswith("-scalar")
     assert "-mno-avx2" in cpp_ext.SIMD_CFLAGS["scalar"] and cpp_ext.SIMD_CFLAGS["avx512"] == []
+
+
+def test_a_capped_level_caps_torchs_own_kernels_too():
+    """LLMIC_SIMD=avx2 on an AVX-512 CPU: oneDNN and ATen are told AVX2 before their first op, so a benchmark's
+    fp32 row runs what an AVX2-only CPU would (checked in a fresh process: the cap works only before first use)."""
+    import subprocess
+    import sys
+
+    code = ("from common.cpu import cap_torch_isa; print(sorted(cap_torch_isa())); import torch; "
+            "print(torch.backends.cpu.get_cpu_capability())")
+    env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, cpu.SIMD_ENV: "avx2"}, capture_output=True,
+                         text=True, check=True).stdout.split("\n")
+    if cpu.native_simd_level() == "avx512":
+        assert out[0] == "['ATEN_CPU_CAPABILITY', 'ONEDNN_MAX_CPU_ISA']" and out[1] == "AVX2"
+    else:   # nothing to cap: the CPU is at most AVX2 already
+        assert out[0] == "[]"
