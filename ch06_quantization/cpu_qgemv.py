@@ -118,6 +118,9 @@ def fits(qw: QuantizedWeight) -> str | None:
         return f"out_features {qw.q.shape[0]} is not a multiple of {TILE}"
     if group_size(qw) % BLOCK:
         return f"group size {group_size(qw)} is not a multiple of {BLOCK}"
+    top = 16 if qw.spec.bits == 4 else 255   # int4: GPTQ's stored zero + 1 can be 16; the sums' bounds need <= 16
+    if qw.zeros.numel() and (qw.zeros.min() < 0 or qw.zeros.max() > top):
+        return f"zero points outside [0, {top}]"
     return None
 
 

@@ -235,16 +235,20 @@ void half_tile_avx2(const QWeight& w, int64_t t, int h, const QActs& a, int64_t 
     const uint8_t* wb = w.q + (t * B + b) * block_bytes<BITS>() + 32 * h;
     const int64_t o = (t * GN + b / bpg) * QG_TILE + 8 * h;
     __m256i z16 = _mm256_setzero_si256();
-    if constexpr (ACT == 16) {
+    if constexpr (ACT == 16 && BITS == 8) {
       const __m256i z = _mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.zw + o)));
       z16 = _mm256_or_si256(z, _mm256_slli_epi32(z, 16));
     }
     __m256i d[NM];
     for (int j = 0; j < NM; ++j) d[j] = _mm256_setzero_si256();
+    // int4 x int16: the zero comes off in the epilogue as z * (sum of the block's activations), as for int8
+    // activations (|sum (q - z) x| <= 32 * 16 * 32767 < 2^24, so the fused multiply-add is exact: same bits
+    // as subtracting it from every weight, two instructions a step fewer). int8 weights x int16 would not fit.
+    constexpr bool ZSUM = ACT == 8 || BITS == 4;
     auto step = [&](__m256i p, int c) {   // 4 columns of 8 rows against activation column c onwards
-      if constexpr (ACT == 16) {         // pmaddwd: int16 pairs, the zero subtracted from the weights
-        const __m256i pe = _mm256_sub_epi16(_mm256_and_si256(p, even), z16);
-        const __m256i po = _mm256_sub_epi16(_mm256_and_si256(_mm256_srli_epi32(p, 8), even), z16);
+      if constexpr (ACT == 16) {         // pmaddwd: int16 pairs (int8 weights: the zero subtracted there)
+        __m256i pe = _mm256_and_si256(p, even), po = _mm256_and_si256(_mm256_srli_epi32(p, 8), even);
+        if constexpr (!ZSUM) { pe = _mm256_sub_epi16(pe, z16); po = _mm256_sub_epi16(po, z16); }
         for (int j = 0; j < NM; ++j) {
           const int16_t* x = a.x16(m0 + j, b) + c;
           d[j] = _mm256_add_epi32(d[j], _mm256_add_epi32(_mm256_madd_epi16(pe, bcast4(x)),
@@ -287,6 +291,9 @@ void half_tile_avx2(const QWeight& w, int64_t t, int h, const QActs& a, int64_t 
       if constexpr (ACT == 8) {
         const __m256 zf = _mm256_sub_ps(
             _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.z + o)))), zoff);
+        df = _mm256_fnmadd_ps(zf, _mm256_set1_ps(a.sum[ab]), df);
+      } else if constexpr (ZSUM) {
+        const __m256 zf = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.zw + o))));
         df = _mm256_fnmadd_ps(zf, _mm256_set1_ps(a.sum[ab]), df);
       }
       out[j] = _mm256_fmadd_ps(df, _mm256_mul_ps(sw, _mm256_set1_ps(a.sx[ab])), out[j]);
