@@ -11,9 +11,10 @@ embedded model's weights were Q4_1-quantized upstream (groups of 32, asymmetric)
 almost free on it; differences between methods show at g64, per-channel and 3 bits.
 
 Decode tokens/s is measured on ``cpu_decode.fast_decoder(model)``: fp32 and every int8 / int4 (g32, g64)
-method decode through the fused C++ step, their linears on ``cpu_qgemv``'s packed GEMV (int8 activations
-per block of 32; the prefill, perplexity and agreement still use ``QuantLinear``'s dequantized weights, so
-those numbers do not move); bf16, int3 and the libraries decode eagerly (column ``decode``).
+method decode through the fused C++ step, their linears on ``cpu_qgemv``'s packed GEMV (int16 activations
+per block of 32, so greedy tokens stay ``QuantLinear``'s; the prefill, perplexity and agreement still use
+``QuantLinear``'s dequantized weights, so those numbers do not move); bf16, int3 and the libraries decode
+eagerly (column ``decode``).
 """
 
 from __future__ import annotations

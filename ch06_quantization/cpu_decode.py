@@ -220,12 +220,15 @@ def fused_int4(model: LlamaModel, group: int = 64, head: bool = True) -> FusedDe
     return FusedDecoder(model)
 
 
-def fast_decoder(model: nn.Module) -> nn.Module:
+def fast_decoder(model: nn.Module, act_bits: int = 16) -> nn.Module:
     """The fastest batch-1 decoder this chapter has for ``model``, sharing its weights (book 6.6.2).
 
     ``QuantLinear`` layers the packed GEMV takes become ``PackedLinear`` (in place: same prefill numbers),
     then the whole step goes to a :class:`FusedDecoder` when every matrix is of a kind it runs; otherwise the
     model itself (its quantized linears still use the kernel). bf16 or library models come back unchanged.
+    ``act_bits`` 16 (the default) rounds activations to int16 per block: greedy tokens stay ``QuantLinear``'s,
+    and a batch-1 step reads memory, not arithmetic, so it costs nothing measurable with VNNI (AVX2: ~0.8x);
+    8 is llama.cpp's choice (Q8 activations), slightly faster on AVX2, tokens drift after a few dozen.
     """
     from ch06_quantization.cpu_qgemv import use_packed
 
@@ -236,7 +239,7 @@ def fast_decoder(model: nn.Module) -> nn.Module:
     plain = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
     if any(type(w.data) is not torch.Tensor or w.dtype != torch.float32 for w in plain):
         return model  # a library's tensor subclass (torchao, bitsandbytes): its own kernels, eager
-    use_packed(model)
+    use_packed(model, act_bits=act_bits)
     try:
         return FusedDecoder(model)
     except ValueError:

@@ -134,20 +134,21 @@ def test_fused_greedy_tokens_equal_the_quantlinear_model(tiny_model, spec):
 
 
 @pytest.mark.slow
-def test_int16_activations_keep_quantlinears_greedy_tokens_on_the_embedded_model(embedded_model_dir):
+def test_the_fast_decoder_keeps_quantlinears_greedy_tokens_on_the_embedded_model(embedded_model_dir):
     """int8 activations drift off QuantLinear's fp32-activation tokens within a few tokens on the real model
-    (README, "What is missing"); rounded to int16 per block, the fused step keeps them."""
+    (README, "What is missing"); rounded to int16 per block (fast_decoder's default), the fused step keeps them."""
     import copy
 
     from ch04_kvcache.generate import generate
     from ch04_kvcache.model import LlamaModel
-    from ch06_quantization.cpu_decode import FusedDecoder
+    from ch06_quantization.cpu_decode import FusedDecoder, fast_decoder
 
     spec = QuantSpec(4, "group", 64)
     ref = quantize_model_rtn(LlamaModel.from_pretrained(embedded_model_dir).float().eval(), spec)
     model = copy.deepcopy(ref)
-    assert use_packed(model, act_bits=16) == 210
-    fused = FusedDecoder(model)
+    fused = fast_decoder(model)
+    packed = [m for m in model.modules() if isinstance(m, PackedLinear)]
+    assert isinstance(fused, FusedDecoder) and len(packed) == 210 and {m.act_bits for m in packed} == {16}
     with torch.inference_mode():
         for prompt in ([1, 504, 3458, 282, 4649, 314, 2030, 47], [1, 9690, 198, 2683, 359, 253, 5356, 2]):
             want = generate(ref, prompt, 24, cache="contiguous", eos_token_id=None).token_ids
