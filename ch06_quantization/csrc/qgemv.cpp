@@ -17,9 +17,10 @@
 //                 int4 weights keep a block's pairs in int16 and widen them once a block (they cannot
 //                 overflow); int8 weights are shifted to s8 first (q - 128: maddubs of 255 x 127 would saturate);
 //   scalar        one product at a time, the same block sums and the same fp32 epilogue.
-// With int16 activations (the zeros stored as int16 select it) a step widens the weight bytes to int16 pairs,
-// subtracts the zero there and runs vpdpwssd / pmaddwd (two products a lane): ~256x finer activations at about
-// half the integer throughput, for greedy tokens that stay with the fp32-activation reference.
+// With int16 activations (the zeros stored as int16 select it) a step widens the weight bytes to int16 pairs
+// and runs vpdpwssd / pmaddwd (two products a lane), the zero subtracted from the pairs (VNNI, and AVX2 int8
+// weights) or taken off in the epilogue (AVX2 int4): ~256x finer activations at about half the integer
+// throughput, for greedy tokens that stay with the fp32-activation reference.
 // Each block's int32 sum is exact in all three and the fp32 epilogue (d - z * sum x, times s * sx, added in
 // block order with one fused multiply-add) is the same, so the paths agree to the last bit where the build has
 // FMA (tests/ch06/test_cpu_qgemv.py, each path built through LLMIC_SIMD).
@@ -285,17 +286,16 @@ void half_tile_avx2(const QWeight& w, int64_t t, int h, const QActs& a, int64_t 
     if constexpr (BITS == 4 && ACT == 8)
       for (int j = 0; j < NM; ++j) d[j] = _mm256_madd_epi16(d[j], ones);
     const __m256 sw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.s + o)));
+    __m256 zf = _mm256_setzero_ps();   // the 8 rows' zeros, taken off below as z * (sum of the block's x)
+    if constexpr (ACT == 8)
+      zf = _mm256_sub_ps(
+          _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.z + o)))), zoff);
+    else if constexpr (ZSUM)
+      zf = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.zw + o))));
     for (int j = 0; j < NM; ++j) {
       const int64_t ab = (m0 + j) * B + b;
       __m256 df = _mm256_cvtepi32_ps(d[j]);
-      if constexpr (ACT == 8) {
-        const __m256 zf = _mm256_sub_ps(
-            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.z + o)))), zoff);
-        df = _mm256_fnmadd_ps(zf, _mm256_set1_ps(a.sum[ab]), df);
-      } else if constexpr (ZSUM) {
-        const __m256 zf = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.zw + o))));
-        df = _mm256_fnmadd_ps(zf, _mm256_set1_ps(a.sum[ab]), df);
-      }
+      if constexpr (ZSUM) df = _mm256_fnmadd_ps(zf, _mm256_set1_ps(a.sum[ab]), df);
       out[j] = _mm256_fmadd_ps(df, _mm256_mul_ps(sw, _mm256_set1_ps(a.sx[ab])), out[j]);
     }
   }

@@ -58,7 +58,6 @@ def test_kernel_equals_the_integer_and_the_dequantized_references(spec, act_bits
             assert ((y - ref).norm() / ref.norm()).item() < bound
 
 
-
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_the_largest_block_sums_stay_exact(sign):
     """Every int4 weight 15 and every activation rounded to +-127: the largest block sum there is. The AVX2
@@ -72,6 +71,7 @@ def test_the_largest_block_sums_stay_exact(sign):
             x = torch.full((rows, 128), 3.0 * sign)
             torch.testing.assert_close(packed(x), packed.reference(x), rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(packed(x), ql(x), rtol=1e-5, atol=1e-4)
+
 
 def test_act_order_columns_are_gathered():
     """A GPTQ act-order weight (g_idx a permutation of the groups): the kernel reads x through perm."""
